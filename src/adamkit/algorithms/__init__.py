@@ -1,0 +1,1 @@
+"""One module per algorithm family: its rule (the math) and its public optimizer."""

@@ -1,0 +1,115 @@
+"""AdaGrad (Duchi, Hazan & Singer 2011)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from adamkit.algorithms.common import (
+    apply_weight_decay,
+    as_float,
+    check_at_least_zero,
+    check_bool,
+    check_eps,
+    check_lr,
+    check_weight_decay,
+    weight_decay_mode,
+    weight_decay_scalar,
+)
+from adamkit.optimizer import Params, RuleOptimizer
+from adamkit.rule import Group, Rule, Scalars, State
+
+
+class AdagradOptions(NamedTuple):
+    weight_decay_mode: str | None
+    initial_accumulator_value: float
+
+
+class AdagradRule(Rule):
+    """AdaGrad's math; see :class:`Adagrad` for the equations."""
+
+    name = "Adagrad"
+
+    def validate(self, group: Group) -> None:
+        check_lr(group)
+        check_at_least_zero(group, "lr_decay")
+        check_weight_decay(group)
+        check_at_least_zero(group, "initial_accumulator_value")
+        check_eps(group)
+        check_bool(group, "maximize")
+
+    def options(self, group: Group) -> AdagradOptions:
+        return AdagradOptions(weight_decay_mode(group), group["initial_accumulator_value"])
+
+    def init_state(self, param: Tensor, options: AdagradOptions) -> State:
+        value = options.initial_accumulator_value
+        return {"sum": torch.full_like(param, value, memory_format=torch.preserve_format)}
+
+    def scalars(self, group: Group, state: State, options: AdagradOptions) -> Scalars:
+        lr_decay = as_float("lr_decay", group["lr_decay"])
+        return {
+            "clr": as_float("lr", group["lr"]) / (1 + (state["step"].item() - 1) * lr_decay),
+            "eps": as_float("eps", group["eps"]),
+            "weight_decay": weight_decay_scalar(group, options.weight_decay_mode),
+        }
+
+    def update(
+        self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: AdagradOptions
+    ) -> None:
+        grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
+        state_sum = state["sum"]
+        state_sum.addcmul_(grad, grad, value=1)
+        param.addcdiv_(grad, state_sum.sqrt().add_(scalars["eps"]), value=-scalars["clr"])
+
+
+class Adagrad(RuleOptimizer):
+    r"""AdaGrad (Duchi, Hazan & Singer, *Adaptive Subgradient Methods for Online Learning and
+    Stochastic Optimization*, JMLR 2011), in torch.optim.Adagrad's form:
+
+    .. math::
+        s_0 &= \tau,\quad \tilde\gamma_t = \gamma / (1 + (t-1)\eta) \\
+        s_t &= s_{t-1} + g_t^2 \\
+        \theta_t &= \theta_{t-1} - \tilde\gamma_t\, g_t / (\sqrt{s_t} + \epsilon)
+
+    Args:
+        params: iterable of tensors or of dicts defining param groups.
+        lr: learning rate γ.
+        lr_decay: η.
+        weight_decay: λ, applied as ``weight_decay_mode`` says (see :class:`adamkit.Adam`;
+            the decoupled modes scale by the group's lr, not by :math:`\tilde\gamma_t`).
+        initial_accumulator_value: τ, the starting value of the sum of squares.
+        eps: ε, added outside the square root.
+        maximize: maximize the objective.
+        weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
+        backend: ``"eager"``.
+
+    State: ``step``, ``sum``. Sparse gradients are refused.
+    """
+
+    rule = AdagradRule()
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | Tensor = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+        weight_decay_mode: str = "l2",
+        backend: str = "eager",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "eps": eps,
+            "maximize": maximize,
+            "weight_decay_mode": weight_decay_mode,
+        }
+        super().__init__(params, defaults, backend=backend)

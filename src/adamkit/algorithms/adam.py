@@ -1,0 +1,251 @@
+"""Adam (Kingma & Ba 2015), AdamW (Loshchilov & Hutter 2019), AMSGrad (Reddi et al. 2018)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from adamkit.algorithms.common import (
+    apply_weight_decay,
+    as_float,
+    bias_correction,
+    check_betas,
+    check_bool,
+    check_choice,
+    check_eps,
+    check_lr,
+    check_weight_decay,
+    resolve_weight_decay_mode,
+    update_first_moment,
+    update_second_moment,
+    weight_decay_mode,
+    weight_decay_scalar,
+    zeros_like,
+)
+from adamkit.optimizer import Params, RuleOptimizer
+from adamkit.rule import Group, Rule, Scalars, State
+
+
+class AdamOptions(NamedTuple):
+    weight_decay_mode: str | None
+    amsgrad: bool
+    amsgrad_max: str
+
+
+class AdamRule(Rule):
+    """Adam's math; see :class:`Adam` for the equations."""
+
+    name = "Adam"
+
+    def validate(self, group: Group) -> None:
+        check_lr(group)
+        check_eps(group)
+        check_betas(group)
+        check_weight_decay(group)
+        for flag in ("amsgrad", "maximize", "bias_correction", "decoupled_weight_decay"):
+            check_bool(group, flag)
+        check_choice(group, "eps_mode", ("paper", "efficient"))
+        check_choice(group, "amsgrad_max", ("raw", "corrected"))
+
+    def options(self, group: Group) -> AdamOptions:
+        return AdamOptions(weight_decay_mode(group), group["amsgrad"], group["amsgrad_max"])
+
+    def init_state(self, param: Tensor, options: AdamOptions) -> State:
+        state = {"exp_avg": zeros_like(param), "exp_avg_sq": zeros_like(param)}
+        if options.amsgrad:
+            state["max_exp_avg_sq"] = zeros_like(param)
+        return state
+
+    def scalars(self, group: Group, state: State, options: AdamOptions) -> Scalars:
+        beta1, beta2 = (as_float("betas", beta) for beta in group["betas"])
+        step = state["step"].item()
+        if group["bias_correction"]:
+            bias_correction1 = bias_correction(beta1, step)
+            bias_correction2 = bias_correction(beta2, step)
+        else:
+            bias_correction1 = bias_correction2 = 1.0
+        bias_correction2_sqrt = bias_correction2**0.5
+        eps = as_float("eps", group["eps"])
+        if group["eps_mode"] == "efficient":
+            # α·sqrt(1−β2^t)/(1−β1^t)·m/(sqrt(v) + ε̂) is the paper form with ε = ε̂/sqrt(1−β2^t)
+            eps /= bias_correction2_sqrt
+        return {
+            "beta1": beta1,
+            "beta2": beta2,
+            "step_size": as_float("lr", group["lr"]) / bias_correction1,
+            "bias_correction2": bias_correction2,
+            "bias_correction2_sqrt": bias_correction2_sqrt,
+            "eps": eps,
+            "weight_decay": weight_decay_scalar(group, options.weight_decay_mode),
+        }
+
+    def update(
+        self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: AdamOptions
+    ) -> None:
+        grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        update_first_moment(exp_avg, grad, scalars["beta1"])
+        update_second_moment(exp_avg_sq, grad, scalars["beta2"])
+        if not options.amsgrad:
+            denom = exp_avg_sq.sqrt() / scalars["bias_correction2_sqrt"]
+        elif options.amsgrad_max == "raw":
+            max_exp_avg_sq = state["max_exp_avg_sq"]
+            torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+            denom = max_exp_avg_sq.sqrt() / scalars["bias_correction2_sqrt"]
+        else:
+            max_exp_avg_sq = state["max_exp_avg_sq"]
+            torch.maximum(
+                max_exp_avg_sq, exp_avg_sq / scalars["bias_correction2"], out=max_exp_avg_sq
+            )
+            denom = max_exp_avg_sq.sqrt()
+        param.addcdiv_(exp_avg, denom.add_(scalars["eps"]), value=-scalars["step_size"])
+
+
+class Adam(RuleOptimizer):
+    r"""Adam (Kingma & Ba, *Adam: A Method for Stochastic Optimization*, ICLR 2015).
+
+    At step :math:`t` (from 1), with gradient :math:`g_t` (negated when ``maximize``):
+
+    .. math::
+        g_t &\leftarrow g_t + \lambda\theta_{t-1}  \quad\text{(weight_decay_mode="l2")}\\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t \\
+        v_t &= \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        \hat m_t &= m_t/(1-\beta_1^t), \quad \hat v_t = v_t/(1-\beta_2^t) \\
+        \theta_t &= \theta_{t-1} - \gamma\, \hat m_t/(\sqrt{\hat v_t} + \epsilon)
+
+    Defaults, state names (``step``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``) and
+    numbers are ``torch.optim.Adam``'s. The paper's and other frameworks' conventions by
+    switch:
+
+    Args:
+        params: iterable of tensors or of dicts defining param groups.
+        lr: learning rate γ (float or 1-element Tensor).
+        betas: (β1, β2), each in [0, 1).
+        eps: ε, added to the denominator.
+        weight_decay: λ.
+        amsgrad: use the running maximum of the second moment (Reddi, Kale & Kumar 2018):
+            ``amsgrad_max="raw"`` (torch) takes :math:`\max(v^{max}_{t-1}, v_t)` and then
+            corrects it by :math:`1-\beta_2^t`; ``"corrected"`` (optax) takes the max over
+            :math:`\hat v_t`. The paper's AMSGrad is ``amsgrad=True,
+            bias_correction=False, eps=0``.
+        maximize: maximize the objective.
+        decoupled_weight_decay: torch's flag; True means ``weight_decay_mode="decoupled_lr"``.
+        weight_decay_mode: ``"l2"`` adds λθ to the gradient; ``"decoupled_lr"`` shrinks
+            :math:`\theta \leftarrow \theta(1-\gamma\lambda)` (torch AdamW);
+            ``"decoupled_schedule"`` shrinks :math:`\theta \leftarrow \theta(1-\eta_t\lambda)`
+            with :math:`\eta_t` = lr / initial_lr, the schedule multiplier (Loshchilov &
+            Hutter's Algorithm 2).
+        bias_correction: divide the moments by :math:`1-\beta^t` (Algorithm 1). False gives
+            RMSprop with momentum (Kingma & Ba §6.4).
+        eps_mode: ``"paper"`` (Algorithm 1, torch) or ``"efficient"`` (§2:
+            :math:`\alpha_t = \alpha\sqrt{1-\beta_2^t}/(1-\beta_1^t)`,
+            :math:`\theta_t = \theta_{t-1} - \alpha_t m_t/(\sqrt{v_t}+\hat\epsilon)`), which
+            is the paper form with :math:`\epsilon = \hat\epsilon/\sqrt{1-\beta_2^t}`.
+        amsgrad_max: ``"raw"`` or ``"corrected"``, see ``amsgrad``.
+        backend: ``"eager"``.
+    """
+
+    rule = AdamRule()
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        weight_decay_mode: str | None = None,
+        bias_correction: bool = True,
+        eps_mode: str = "paper",
+        amsgrad_max: str = "raw",
+        backend: str = "eager",
+    ) -> None:
+        mode = resolve_weight_decay_mode(decoupled_weight_decay, weight_decay_mode)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "decoupled_weight_decay": mode != "l2",
+            "weight_decay_mode": mode,
+            "bias_correction": bias_correction,
+            "eps_mode": eps_mode,
+            "amsgrad_max": amsgrad_max,
+        }
+        super().__init__(params, defaults, backend=backend)
+
+
+class AdamW(Adam):
+    r"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, *Decoupled Weight Decay
+    Regularization*, ICLR 2019, Algorithm 2).
+
+    .. math::
+        \theta_t = \theta_{t-1} - \gamma\,\hat m_t/(\sqrt{\hat v_t}+\epsilon)
+                   - \gamma\lambda\theta_{t-1}
+
+    with torch's default ``weight_decay=1e-2`` and torch's scaling of the decay by the
+    learning rate (``weight_decay_mode="decoupled_lr"``). The paper scales it by the schedule
+    multiplier :math:`\eta_t` only: ``weight_decay_mode="decoupled_schedule"``, where the
+    paper's λ equals torch's ``weight_decay`` times the base lr. Other keyword arguments
+    as :class:`Adam`.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        weight_decay_mode: str = "decoupled_lr",
+        **options: Any,
+    ) -> None:
+        if weight_decay_mode == "l2":
+            raise ValueError("AdamW decouples weight decay: use Adam for weight_decay_mode='l2'")
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            decoupled_weight_decay=True,
+            weight_decay_mode=weight_decay_mode,
+            **options,
+        )
+
+
+class AMSGrad(Adam):
+    r"""AMSGrad (Reddi, Kale & Kumar, *On the Convergence of Adam and Beyond*, ICLR 2018):
+    :class:`Adam` with ``amsgrad=True``.
+
+    .. math::
+        v^{max}_t = \max(v^{max}_{t-1}, v_t), \quad
+        \theta_t = \theta_{t-1} - \gamma\,\hat m_t/(\sqrt{v^{max}_t/(1-\beta_2^t)}+\epsilon)
+
+    (torch's form). ``amsgrad_max="corrected"`` takes the max over :math:`\hat v_t`
+    (optax); the paper's Algorithm 2 is ``bias_correction=False, eps=0``:
+    :math:`\theta_t = \theta_{t-1} - \gamma m_t/\sqrt{v^{max}_t}`. Other keyword arguments as
+    :class:`Adam`.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, True, **options)

@@ -1,0 +1,153 @@
+"""Pieces several algorithms share: hyperparameter checks, weight-decay modes, moment EMAs.
+
+Each piece is written once here; the algorithms compose them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adamkit.rule import Group
+
+WEIGHT_DECAY_MODES = ("l2", "decoupled_lr", "decoupled_schedule")
+
+
+# ---------------------------------------------------------------- hyperparameter checks
+
+
+def as_float(name: str, value: Any) -> float:
+    """A hyperparameter as a Python float; a Tensor must have exactly one element."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Tensor {name} must be 1-element")
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a float or a 1-element Tensor, got {value!r}")
+    return float(value)
+
+
+def check_lr(group: Group) -> None:
+    if not 0.0 <= as_float("lr", group["lr"]):
+        raise ValueError(f"Invalid learning rate: {group['lr']}")
+
+
+def check_at_least_zero(group: Group, name: str, label: str | None = None) -> None:
+    """torch's wording: ``Invalid <label> value: <value>`` for a negative value."""
+    if not 0.0 <= as_float(name, group[name]):
+        raise ValueError(f"Invalid {label or name} value: {group[name]}")
+
+
+def check_eps(group: Group) -> None:
+    if not 0.0 <= as_float("eps", group["eps"]):
+        raise ValueError(f"Invalid epsilon value: {group['eps']}")
+
+
+def check_betas(group: Group) -> None:
+    betas = group["betas"]
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair of floats, got {betas!r}")
+    for index, beta in enumerate(betas):
+        if not 0.0 <= as_float(f"betas[{index}]", beta) < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+
+
+def check_choice(group: Group, name: str, choices: Sequence[Any]) -> None:
+    if group[name] not in choices:
+        raise ValueError(f"Invalid {name}: {group[name]!r}, expected one of {tuple(choices)}")
+
+
+def check_bool(group: Group, name: str) -> None:
+    if not isinstance(group[name], bool):
+        raise TypeError(f"{name} must be a bool, got {group[name]!r}")
+
+
+def check_weight_decay(group: Group) -> None:
+    check_at_least_zero(group, "weight_decay")
+    check_choice(group, "weight_decay_mode", WEIGHT_DECAY_MODES)
+
+
+# ---------------------------------------------------------------- weight decay
+
+
+def weight_decay_mode(group: Group) -> str | None:
+    """The group's weight-decay mode, or None when ``weight_decay`` is 0.
+
+    torch's ``decoupled_weight_decay=True`` flag (Adam, NAdam) means ``"decoupled_lr"``."""
+    if as_float("weight_decay", group["weight_decay"]) == 0.0:
+        return None
+    mode = group["weight_decay_mode"]
+    if mode == "l2" and group.get("decoupled_weight_decay", False):
+        return "decoupled_lr"
+    return mode
+
+
+def schedule_multiplier(group: Group) -> float:
+    """η_t of Loshchilov & Hutter: the group's lr over its initial lr.
+
+    ``initial_lr`` is what torch's LR schedulers record in each group; without a scheduler
+    η_t = 1."""
+    return as_float("lr", group["lr"]) / as_float(
+        "initial_lr", group.get("initial_lr", group["lr"])
+    )
+
+
+def weight_decay_scalar(group: Group, mode: str | None) -> float:
+    """The number :func:`apply_weight_decay` reads: λ for L2, the shrink factor otherwise.
+
+    decoupled_lr:        θ ← θ·(1 − lr·λ)     (torch AdamW)
+    decoupled_schedule:  θ ← θ·(1 − η_t·λ)    (Loshchilov & Hutter, Algorithms 1–2)
+    """
+    weight_decay = as_float("weight_decay", group["weight_decay"])
+    if mode == "decoupled_lr":
+        return 1.0 - as_float("lr", group["lr"]) * weight_decay
+    if mode == "decoupled_schedule":
+        return 1.0 - schedule_multiplier(group) * weight_decay
+    return weight_decay
+
+
+def apply_weight_decay(param: Tensor, grad: Tensor, mode: str | None, value: float) -> Tensor:
+    """L2 adds λθ to the gradient (returned, ``grad`` itself untouched); the decoupled
+    modes shrink θ in place before the step. Returns the gradient the step then uses."""
+    if mode is None:
+        return grad
+    if mode == "l2":
+        return grad.add(param, alpha=value)
+    param.mul_(value)
+    return grad
+
+
+# ---------------------------------------------------------------- moments
+
+
+def bias_correction(beta: float, step: float) -> float:
+    """1 − β^t: the factor that unbiases a zero-initialised EMA (Kingma & Ba §3)."""
+    return 1.0 - beta**step
+
+
+def update_first_moment(exp_avg: Tensor, grad: Tensor, beta1: float) -> None:
+    """m ← β1·m + (1 − β1)·g."""
+    exp_avg.lerp_(grad, 1.0 - beta1)
+
+
+def update_second_moment(exp_avg_sq: Tensor, grad: Tensor, beta2: float) -> None:
+    """v ← β2·v + (1 − β2)·g²."""
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+
+
+def resolve_weight_decay_mode(decoupled_weight_decay: bool, weight_decay_mode: str | None) -> str:
+    """Reconcile torch's ``decoupled_weight_decay`` flag with ``weight_decay_mode``."""
+    if weight_decay_mode is None:
+        return "decoupled_lr" if decoupled_weight_decay else "l2"
+    if decoupled_weight_decay and weight_decay_mode == "l2":
+        raise ValueError("decoupled_weight_decay=True contradicts weight_decay_mode='l2'")
+    return weight_decay_mode
+
+
+def zeros_like(param: Tensor) -> Tensor:
+    """A zero state tensor laid out like ``param`` (channels_last stays channels_last)."""
+    return torch.zeros_like(param, memory_format=torch.preserve_format)

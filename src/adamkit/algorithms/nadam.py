@@ -1,0 +1,162 @@
+"""NAdam (Dozat 2016): Adam with Nesterov momentum."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from adamkit.algorithms.common import (
+    apply_weight_decay,
+    as_float,
+    bias_correction,
+    check_at_least_zero,
+    check_betas,
+    check_bool,
+    check_choice,
+    check_eps,
+    check_lr,
+    check_weight_decay,
+    resolve_weight_decay_mode,
+    update_first_moment,
+    update_second_moment,
+    weight_decay_mode,
+    weight_decay_scalar,
+    zeros_like,
+)
+from adamkit.optimizer import Params, RuleOptimizer
+from adamkit.rule import Group, Rule, Scalars, State, scalar_dtype
+
+
+class NAdamOptions(NamedTuple):
+    weight_decay_mode: str | None
+
+
+class NAdamRule(Rule):
+    """NAdam's math; see :class:`NAdam` for the equations."""
+
+    name = "NAdam"
+
+    def validate(self, group: Group) -> None:
+        check_lr(group)
+        check_eps(group)
+        check_betas(group)
+        check_weight_decay(group)
+        check_at_least_zero(group, "momentum_decay")
+        for flag in ("maximize", "decoupled_weight_decay"):
+            check_bool(group, flag)
+        check_choice(group, "mu_schedule", ("dozat", "constant"))
+
+    def options(self, group: Group) -> NAdamOptions:
+        return NAdamOptions(weight_decay_mode(group))
+
+    def init_state(self, param: Tensor, options: NAdamOptions) -> State:
+        return {
+            "mu_product": torch.tensor(1.0, dtype=scalar_dtype()),
+            "exp_avg": zeros_like(param),
+            "exp_avg_sq": zeros_like(param),
+        }
+
+    def momentum(self, group: Group, step: float) -> float:
+        """μ_t = β1(1 − ½·0.96^(tψ)) (Dozat, torch, Keras), or β1 (``"constant"``, optax)."""
+        beta1 = as_float("betas", group["betas"][0])
+        if group["mu_schedule"] == "constant":
+            return beta1
+        return beta1 * (
+            1.0 - 0.5 * 0.96 ** (step * as_float("momentum_decay", group["momentum_decay"]))
+        )
+
+    def scalars(self, group: Group, state: State, options: NAdamOptions) -> Scalars:
+        beta1, beta2 = (as_float("betas", beta) for beta in group["betas"])
+        lr = as_float("lr", group["lr"])
+        step = state["step"].item()
+        mu, mu_next = self.momentum(group, step), self.momentum(group, step + 1)
+        state["mu_product"] *= mu
+        mu_product = state["mu_product"].item()
+        return {
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": as_float("eps", group["eps"]),
+            "bias_correction2": bias_correction(beta2, step),
+            "grad_step": -lr * (1.0 - mu) / (1.0 - mu_product),
+            "exp_avg_step": (-lr * mu_next) / (1.0 - mu_product * mu_next),
+            "weight_decay": weight_decay_scalar(group, options.weight_decay_mode),
+        }
+
+    def update(
+        self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: NAdamOptions
+    ) -> None:
+        grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        update_first_moment(exp_avg, grad, scalars["beta1"])
+        update_second_moment(exp_avg_sq, grad, scalars["beta2"])
+        denom = exp_avg_sq.div(scalars["bias_correction2"]).sqrt().add_(scalars["eps"])
+        param.addcdiv_(grad, denom, value=scalars["grad_step"])
+        param.addcdiv_(exp_avg, denom, value=scalars["exp_avg_step"])
+
+
+class NAdam(RuleOptimizer):
+    r"""NAdam (Dozat, *Incorporating Nesterov Momentum into Adam*, ICLR workshop 2016), in
+    torch.optim.NAdam's form, with momentum schedule μ_t and ψ = ``momentum_decay``:
+
+    .. math::
+        \mu_t &= \beta_1 (1 - \tfrac12\, 0.96^{t\psi}) \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \\
+        d_t &= \sqrt{v_t/(1-\beta_2^t)} + \epsilon \\
+        \theta_t &= \theta_{t-1}
+            - \gamma \frac{1-\mu_t}{1-\prod_{i\le t}\mu_i}\, g_t/d_t
+            - \gamma \frac{\mu_{t+1}}{1-\prod_{i\le t+1}\mu_i}\, m_t/d_t
+
+    ``mu_schedule="constant"`` sets μ_t = β1 for every t (optax's ``nadam``), which torch's
+    ``momentum_decay`` cannot express.
+
+    Args:
+        params: iterable of tensors or of dicts defining param groups.
+        lr: learning rate γ.
+        betas: (β1, β2).
+        eps: ε.
+        weight_decay: λ.
+        momentum_decay: ψ (Dozat's 1/250).
+        maximize: maximize the objective.
+        decoupled_weight_decay: torch's flag; True means ``weight_decay_mode="decoupled_lr"``.
+        weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"`` (see
+            :class:`adamkit.Adam`).
+        mu_schedule: ``"dozat"`` or ``"constant"``.
+        backend: ``"eager"``.
+
+    State: ``step``, ``mu_product`` (0-dim, :math:`\prod_{i\le t}\mu_i`), ``exp_avg``,
+    ``exp_avg_sq``.
+    """
+
+    rule = NAdamRule()
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | Tensor = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum_decay: float = 4e-3,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        weight_decay_mode: str | None = None,
+        mu_schedule: str = "dozat",
+        backend: str = "eager",
+    ) -> None:
+        mode = resolve_weight_decay_mode(decoupled_weight_decay, weight_decay_mode)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum_decay": momentum_decay,
+            "maximize": maximize,
+            "decoupled_weight_decay": mode != "l2",
+            "weight_decay_mode": mode,
+            "mu_schedule": mu_schedule,
+        }
+        super().__init__(params, defaults, backend=backend)

@@ -1,0 +1,148 @@
+"""RMSprop (Tieleman & Hinton 2012), centered (Graves 2013), with momentum."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+from adamkit.algorithms.common import (
+    apply_weight_decay,
+    as_float,
+    check_at_least_zero,
+    check_bool,
+    check_eps,
+    check_lr,
+    check_weight_decay,
+    weight_decay_mode,
+    weight_decay_scalar,
+    zeros_like,
+)
+from adamkit.optimizer import Params, RuleOptimizer
+from adamkit.rule import Group, Rule, Scalars, State
+
+
+class RMSpropOptions(NamedTuple):
+    weight_decay_mode: str | None
+    centered: bool
+    momentum: bool
+    eps_in_sqrt: bool
+
+
+class RMSpropRule(Rule):
+    """RMSprop's math; see :class:`RMSprop` for the equations."""
+
+    name = "RMSprop"
+
+    def validate(self, group: Group) -> None:
+        check_lr(group)
+        check_eps(group)
+        check_at_least_zero(group, "momentum")
+        check_weight_decay(group)
+        check_at_least_zero(group, "alpha")
+        for flag in ("centered", "maximize", "eps_in_sqrt"):
+            check_bool(group, flag)
+
+    def options(self, group: Group) -> RMSpropOptions:
+        return RMSpropOptions(
+            weight_decay_mode(group), group["centered"], group["momentum"] > 0, group["eps_in_sqrt"]
+        )
+
+    def init_state(self, param: Tensor, options: RMSpropOptions) -> State:
+        state = {"square_avg": zeros_like(param)}
+        if options.momentum:
+            state["momentum_buffer"] = zeros_like(param)
+        if options.centered:
+            state["grad_avg"] = zeros_like(param)
+        return state
+
+    def scalars(self, group: Group, state: State, options: RMSpropOptions) -> Scalars:
+        return {
+            "lr": as_float("lr", group["lr"]),
+            "alpha": as_float("alpha", group["alpha"]),
+            "eps": as_float("eps", group["eps"]),
+            "momentum": as_float("momentum", group["momentum"]),
+            "weight_decay": weight_decay_scalar(group, options.weight_decay_mode),
+        }
+
+    def update(
+        self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: RMSpropOptions
+    ) -> None:
+        grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
+        alpha, eps = scalars["alpha"], scalars["eps"]
+        square_avg = state["square_avg"]
+        square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+        variance = square_avg
+        if options.centered:
+            grad_avg = state["grad_avg"]
+            grad_avg.lerp_(grad, 1 - alpha)
+            variance = square_avg.addcmul(grad_avg, grad_avg, value=-1)
+        denom = variance.add(eps).sqrt_() if options.eps_in_sqrt else variance.sqrt().add_(eps)
+        if options.momentum:
+            buffer = state["momentum_buffer"]
+            buffer.mul_(scalars["momentum"]).addcdiv_(grad, denom)
+            param.add_(buffer, alpha=-scalars["lr"])
+        else:
+            param.addcdiv_(grad, denom, value=-scalars["lr"])
+
+
+class RMSprop(RuleOptimizer):
+    r"""RMSprop (Tieleman & Hinton, *Lecture 6.5*, 2012), optionally centered (Graves,
+    *Generating Sequences With Recurrent Neural Networks*, 2013), in torch.optim.RMSprop's form:
+
+    .. math::
+        v_t &= \alpha v_{t-1} + (1-\alpha) g_t^2, \qquad
+        \bar g_t = \alpha \bar g_{t-1} + (1-\alpha) g_t \ \text{(centered)} \\
+        \tilde v_t &= v_t - \bar g_t^2 \ \text{(centered) or } v_t \\
+        d_t &= \sqrt{\tilde v_t} + \epsilon \ \text{(torch) or } \sqrt{\tilde v_t + \epsilon}
+               \ \text{(eps_in_sqrt: TensorFlow, optax)} \\
+        b_t &= \mu b_{t-1} + g_t/d_t,\quad \theta_t = \theta_{t-1} - \gamma b_t
+               \ \text{(momentum μ > 0) or } \theta_t = \theta_{t-1} - \gamma g_t/d_t
+
+    No bias correction: :math:`v_0 = 0`.
+
+    Args:
+        params: iterable of tensors or of dicts defining param groups.
+        lr: learning rate γ.
+        alpha: smoothing constant α.
+        eps: ε.
+        weight_decay: λ, applied as ``weight_decay_mode`` says (see :class:`adamkit.Adam`).
+        momentum: μ, applied to the normalised gradient.
+        centered: normalise by the estimated variance instead of the second moment.
+        maximize: maximize the objective.
+        eps_in_sqrt: put ε inside the square root.
+        weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
+        backend: ``"eager"``.
+
+    State: ``step``, ``square_avg``, ``grad_avg`` (centered), ``momentum_buffer`` (μ > 0).
+    """
+
+    rule = RMSpropRule()
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+        eps_in_sqrt: bool = False,
+        weight_decay_mode: str = "l2",
+        backend: str = "eager",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "alpha": alpha,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "centered": centered,
+            "maximize": maximize,
+            "eps_in_sqrt": eps_in_sqrt,
+            "weight_decay_mode": weight_decay_mode,
+        }
+        super().__init__(params, defaults, backend=backend)

@@ -1,0 +1,181 @@
+"""SGD: plain, with momentum as heavy ball (torch), Sutskever's form, or an EMA; Nesterov."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+from adamkit.algorithms.common import (
+    apply_weight_decay,
+    as_float,
+    bias_correction,
+    check_at_least_zero,
+    check_bool,
+    check_choice,
+    check_lr,
+    check_weight_decay,
+    weight_decay_mode,
+    weight_decay_scalar,
+    zeros_like,
+)
+from adamkit.optimizer import Params, RuleOptimizer
+from adamkit.rule import Group, Rule, Scalars, State
+
+MOMENTUM_FORMS = ("heavy_ball", "sutskever", "ema")
+
+
+class SGDOptions(NamedTuple):
+    weight_decay_mode: str | None
+    momentum: bool
+    nesterov: bool
+
+
+class SGDRule(Rule):
+    """SGD's math; see :class:`SGD` for the equations.
+
+    Every momentum form is one buffer update ``b ← decay·b + weight·g`` and one step
+    ``θ ← θ − step_size·b`` (Nesterov: ``θ ← θ − step_size·(scale·g + μ·b)``); the forms
+    differ only in these four numbers.
+    """
+
+    name = "SGD"
+
+    def validate(self, group: Group) -> None:
+        check_lr(group)
+        check_at_least_zero(group, "momentum")
+        check_at_least_zero(group, "dampening")
+        check_weight_decay(group)
+        for flag in ("nesterov", "maximize", "bias_correction"):
+            check_bool(group, flag)
+        check_choice(group, "momentum_form", MOMENTUM_FORMS)
+        momentum, dampening = as_float("momentum", group["momentum"]), group["dampening"]
+        if group["nesterov"] and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        if group["momentum_form"] == "ema":
+            if momentum >= 1:
+                raise ValueError(f"Invalid momentum value for momentum_form='ema': {momentum}")
+            if group["nesterov"] or dampening != 0:
+                raise ValueError("momentum_form='ema' takes neither nesterov nor dampening")
+        elif group["bias_correction"]:
+            raise ValueError("bias_correction applies to momentum_form='ema' only")
+
+    def options(self, group: Group) -> SGDOptions:
+        return SGDOptions(weight_decay_mode(group), group["momentum"] != 0, group["nesterov"])
+
+    def init_state(self, param: Tensor, options: SGDOptions) -> State:
+        return {"momentum_buffer": zeros_like(param)} if options.momentum else {}
+
+    def scalars(self, group: Group, state: State, options: SGDOptions) -> Scalars:
+        lr = as_float("lr", group["lr"])
+        momentum = as_float("momentum", group["momentum"])
+        dampening = as_float("dampening", group["dampening"])
+        step = state["step"].item()
+        form = group["momentum_form"]
+        if form == "heavy_ball":
+            first = step == 1  # torch: the buffer starts as the first gradient, undampened
+            decay = 0.0 if first else momentum
+            weight = 1.0 if first else 1.0 - dampening
+            scale, step_size = 1.0, lr
+        elif form == "sutskever":
+            decay, weight, scale, step_size = momentum, lr * (1.0 - dampening), lr, 1.0
+        else:
+            correction = bias_correction(momentum, step) if group["bias_correction"] else 1.0
+            decay, weight, scale, step_size = momentum, 1.0 - momentum, 1.0, lr / correction
+        return {
+            "lr": lr,
+            "momentum": momentum,
+            "buffer_decay": decay,
+            "grad_weight": weight,
+            "grad_scale": scale,
+            "step_size": step_size,
+            "weight_decay": weight_decay_scalar(group, options.weight_decay_mode),
+        }
+
+    def update(
+        self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: SGDOptions
+    ) -> None:
+        grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
+        if not options.momentum:
+            param.add_(grad, alpha=-scalars["lr"])
+            return
+        buffer = state["momentum_buffer"]
+        buffer.mul_(scalars["buffer_decay"]).add_(grad, alpha=scalars["grad_weight"])
+        if options.nesterov:
+            buffer = grad.mul(scalars["grad_scale"]).add_(buffer, alpha=scalars["momentum"])
+        param.add_(buffer, alpha=-scalars["step_size"])
+
+
+class SGD(RuleOptimizer):
+    r"""Stochastic gradient descent, with momentum and Nesterov momentum.
+
+    With gradient :math:`g_t` (negated when ``maximize``; plus λθ for L2 weight decay),
+    momentum μ, dampening τ, learning rate γ:
+
+    ``momentum_form="heavy_ball"`` (torch.optim.SGD, the default):
+
+    .. math::
+        b_1 = g_1,\quad b_t = \mu b_{t-1} + (1-\tau) g_t,\quad
+        \theta_t = \theta_{t-1} - \gamma\,(g_t + \mu b_t \text{ if nesterov else } b_t)
+
+    ``momentum_form="sutskever"`` (Sutskever et al. 2013; the SGDW paper's Algorithm 1: the
+    learning rate enters the buffer, so a changed lr does not rescale the old velocity):
+
+    .. math::
+        v_0 = 0,\quad v_t = \mu v_{t-1} + (1-\tau)\gamma g_t,\quad
+        \theta_t = \theta_{t-1} - (\gamma g_t + \mu v_t \text{ if nesterov else } v_t)
+
+    ``momentum_form="ema"`` (momentum as an exponential moving average):
+
+    .. math::
+        m_0 = 0,\quad m_t = \mu m_{t-1} + (1-\mu) g_t,\quad
+        \theta_t = \theta_{t-1} - \gamma\, m_t / (1-\mu^t \text{ if bias_correction else } 1)
+
+    Without momentum all forms are :math:`\theta_t = \theta_{t-1} - \gamma g_t`.
+
+    Args:
+        params: iterable of tensors or of dicts defining param groups.
+        lr: learning rate γ.
+        momentum: μ (< 1 for the EMA form).
+        dampening: τ (heavy ball and Sutskever forms).
+        weight_decay: λ, applied as ``weight_decay_mode`` says (see :class:`adamkit.Adam`);
+            ``"decoupled_schedule"`` is SGDW (Loshchilov & Hutter, Algorithm 1).
+        nesterov: Nesterov momentum (needs μ > 0 and τ = 0; not for the EMA form).
+        maximize: maximize the objective.
+        momentum_form: ``"heavy_ball"``, ``"sutskever"`` or ``"ema"``.
+        bias_correction: divide the EMA by :math:`1-\mu^t` (EMA form only).
+        weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
+        backend: ``"eager"``.
+
+    State: ``step`` and, with momentum, ``momentum_buffer`` (b, v or m).
+    """
+
+    rule = SGDRule()
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        momentum_form: str = "heavy_ball",
+        bias_correction: bool = False,
+        weight_decay_mode: str = "l2",
+        backend: str = "eager",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "momentum_form": momentum_form,
+            "bias_correction": bias_correction,
+            "weight_decay_mode": weight_decay_mode,
+        }
+        super().__init__(params, defaults, backend=backend)

@@ -1,0 +1,16 @@
+"""Backends run any rule over tensors; they know no algorithm."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from adamkit.backends import eager
+
+BACKENDS: dict[str, Callable[..., None]] = {"eager": eager.step_group}
+
+
+def get_backend(name: str) -> Callable[..., None]:
+    """The ``step_group`` function of the backend called ``name``."""
+    if name not in BACKENDS:
+        raise ValueError(f"Invalid backend: {name!r}, expected one of {tuple(BACKENDS)}")
+    return BACKENDS[name]

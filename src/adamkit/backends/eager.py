@@ -1,0 +1,39 @@
+"""The eager backend: runs a rule per tensor with plain torch operations.
+
+The readable reference the fused backend is checked against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adamkit.rule import Group, Rule, scalar_dtype
+
+
+def real_view(tensor: Tensor) -> Tensor:
+    """Complex tensors as their real (…, 2) views; the element-wise math is then the same."""
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+
+
+def step_group(
+    rule: Rule,
+    group: Group,
+    params: Iterable[Tensor],
+    states: MutableMapping[Tensor, dict[str, Any]],
+) -> None:
+    """One step of ``rule`` for ``params`` (all with a gradient) of ``group``."""
+    options = rule.options(group)
+    for param in params:
+        state = states[param]
+        if "step" not in state:
+            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+            state.update(rule.init_state(param, options))
+        state["step"] += 1
+        scalars = rule.scalars(group, state, options)
+        grad = -param.grad if group["maximize"] else param.grad
+        views = {name: real_view(value) for name, value in state.items()}
+        rule.update(real_view(param), real_view(grad), views, scalars, options)

@@ -1,0 +1,69 @@
+"""What a rule is: one optimizer algorithm's math, independent of how it is run.
+
+A rule names and checks its hyperparameters, creates per-parameter state, computes the
+per-step scalars and applies the element-wise update in place. Backends run rules over
+tensors and never restate the math.
+
+The split between :meth:`Rule.options` and :meth:`Rule.scalars` is what lets a compiled
+backend generate one kernel per rule: options are the static choices (booleans and strings
+that pick a code path or a state tensor), scalars are every number the update reads
+(learning rate, betas, bias corrections). A kernel is compiled once per options value and
+receives the scalars as arguments, so changing a number never changes the code.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+Group = Mapping[str, Any]
+State = dict[str, Tensor]
+Scalars = Mapping[str, float]
+
+
+def scalar_dtype() -> torch.dtype:
+    """The dtype of 0-dim state such as ``step``: float64 under a float64 default dtype,
+    float32 otherwise (torch.optim's convention, so state dicts match)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+class Rule(ABC):
+    """One optimizer algorithm, as the pieces a backend needs.
+
+    ``step`` is counted by the backend (``state["step"]``, a 0-dim tensor, torch's
+    convention) and advanced before :meth:`scalars` is called, so ``t`` starts at 1.
+    """
+
+    name: ClassVar[str]
+    supports_complex: ClassVar[bool] = True
+
+    @abstractmethod
+    def validate(self, group: Group) -> None:
+        """Raise ``ValueError``/``TypeError`` naming the first bad hyperparameter."""
+
+    @abstractmethod
+    def options(self, group: Group) -> Hashable:
+        """The static choices of this group: hashable, no per-step numbers."""
+
+    @abstractmethod
+    def init_state(self, param: Tensor, options: Any) -> State:
+        """Per-parameter state tensors (besides ``step``), created on the first step."""
+
+    @abstractmethod
+    def scalars(self, group: Group, state: State, options: Any) -> Scalars:
+        """Every number the update reads, for this parameter at this step.
+
+        May advance 0-dim scalar state (NAdam's ``mu_product``); never touches
+        parameter-shaped tensors."""
+
+    @abstractmethod
+    def update(
+        self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: Any
+    ) -> None:
+        """Apply one step in place: element-wise torch operations on ``param`` and the
+        parameter-shaped entries of ``state``. ``grad`` is read-only (already negated for
+        ``maximize``); complex tensors arrive as their real views."""
