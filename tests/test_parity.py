@@ -1,0 +1,86 @@
+"""N1 and N2: every configuration against the float64 paper reference and against torch.optim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from harness import gradient_script, leaves, multipliers, run, snapshot
+from registry import OPTIM_DB, sweep_cases
+
+STEPS = 200
+
+
+def reference_kwargs(config):
+    """The reference's names: tensors as floats, torch's decoupled flag as its mode."""
+    kwargs = {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in config.items()}
+    if kwargs.pop("decoupled_weight_decay", False):
+        kwargs["weight_decay_mode"] = "decoupled_lr"
+    return kwargs
+
+
+@pytest.mark.parametrize("info, config", sweep_cases())
+def test_matches_paper_reference(info, config, float64_default):
+    """Params and every state tensor equal the independent float64 transcription of the
+    paper, step by step for 200 steps on random gradients (rtol 1e-10)."""
+    params = leaves(torch.float64)
+    initial = [p.detach().numpy().copy() for p in params]
+    script = gradient_script(STEPS, torch.float64)
+    etas = multipliers(STEPS)
+    optimizer = info.cls(params, **config)
+    history = run(optimizer, params, script, etas, lambda t: snapshot(optimizer, params))
+    for index, theta0 in enumerate(initial):
+        expected = info.reference(
+            theta0, [g[index].numpy() for g in script], lr_multipliers=etas, **reference_kwargs(config)
+        )
+        for t, (ours, ref) in enumerate(zip(history, expected, strict=True), start=1):
+            state = ours[index]
+            assert state["step"].item() == ref["step"] == t
+            for name, value in ref.items():
+                if name == "step":
+                    continue
+                np.testing.assert_allclose(
+                    np.asarray(state[name].numpy()),
+                    value,
+                    rtol=1e-10,
+                    atol=0,
+                    err_msg=f"param {index}, {name}, step {t}",
+                )
+
+
+TORCH_CASES = [
+    pytest.param(info, config, id=info.id(config))
+    for info in OPTIM_DB
+    for config in info.sweep
+    if info.torch_kwargs(config) is not None
+]
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+@pytest.mark.parametrize("info, config", TORCH_CASES)
+def test_matches_torch(info, config, dtype, rtol, request):
+    """Params and the mapped state equal torch.optim's, step by step for 200 steps."""
+    why = info.torch_difference(config, dtype)
+    if why is not None:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=why))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        ours, theirs = leaves(dtype), leaves(dtype)
+        script = gradient_script(STEPS, dtype)
+        etas = multipliers(STEPS)
+        ours_optimizer = info.cls(ours, **config)
+        torch_optimizer = info.torch_cls(theirs, **info.torch_kwargs(config))
+        ours_history = run(ours_optimizer, ours, script, etas, lambda t: snapshot(ours_optimizer, ours))
+        torch_history = run(
+            torch_optimizer, theirs, script, etas, lambda t: snapshot(torch_optimizer, theirs)
+        )
+    finally:
+        torch.set_default_dtype(previous)
+    for t, (mine, reference) in enumerate(zip(ours_history, torch_history, strict=True), start=1):
+        for index, (state, expected) in enumerate(zip(mine, reference, strict=True)):
+            assert set(expected) <= set(state), f"state names differ: {set(expected)} vs {set(state)}"
+            for name, value in expected.items():
+                torch.testing.assert_close(
+                    state[name], value, rtol=rtol, atol=0, msg=f"param {index}, {name}, step {t}"
+                )
