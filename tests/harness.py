@@ -17,7 +17,9 @@ def make_params(dtype: torch.dtype, seed: int = 0, shapes=SHAPES) -> list[Tensor
     return [torch.randn(shape, generator=generator, dtype=dtype) for shape in shapes]
 
 
-def gradient_script(steps: int, dtype: torch.dtype, seed: int = 1, shapes=SHAPES) -> list[list[Tensor]]:
+def gradient_script(
+    steps: int, dtype: torch.dtype, seed: int = 1, shapes=SHAPES
+) -> list[list[Tensor]]:
     """Random gradients, with large (×500) values every 7th step and tiny (×1e-3) every 11th."""
     generator = torch.Generator().manual_seed(seed)
     script = []

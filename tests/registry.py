@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import reference
 import torch
 
 import adamkit
+
+import reference
 
 # Keys that pick an implementation; a sweep never contains them (meta-tested).
 IMPLEMENTATION_KEYS = ("backend", "foreach", "fused", "capturable", "differentiable")
@@ -46,8 +47,10 @@ class OptimInfo:
 
     def torch_difference(self, config: dict[str, Any], dtype: torch.dtype) -> str | None:
         for known, known_dtype, why in self.torch_differences:
-            if known_dtype == dtype and known.keys() == config.keys() and all(
-                _short(known[k]) == _short(config[k]) for k in known
+            if (
+                known_dtype == dtype
+                and known.keys() == config.keys()
+                and all(_short(known[k]) == _short(config[k]) for k in known)
             ):
                 return why
         return None
@@ -68,7 +71,7 @@ class OptimInfo:
 
 def _short(value: Any) -> str:
     if isinstance(value, torch.Tensor):
-        return f"tensor({value.item():g})"
+        return f"tensor({','.join(f'{x:g}' for x in value.flatten().tolist())})"
     return str(value)
 
 
@@ -77,7 +80,9 @@ def common_errors(eps: bool = True, betas: bool = True) -> list[ErrorInput]:
         ErrorInput({"lr": -0.1}, ValueError, r"^Invalid learning rate: -0\.1$"),
         ErrorInput({"lr": None}, TypeError, r"lr must be a float or a 1-element Tensor, got None"),
         ErrorInput({"lr": "1e-3"}, TypeError, r"lr must be a float .* got '1e-3'"),
-        ErrorInput({"lr": torch.tensor([1e-3, 1e-3])}, ValueError, r"^Tensor lr must be 1-element$"),
+        ErrorInput(
+            {"lr": torch.tensor([1e-3, 1e-3])}, ValueError, r"^Tensor lr must be 1-element$"
+        ),
         ErrorInput({"weight_decay": -1}, ValueError, r"^Invalid weight_decay value: -1$"),
         ErrorInput({"weight_decay_mode": "l1"}, ValueError, r"Invalid weight_decay_mode: 'l1'"),
         ErrorInput({"maximize": "yes"}, TypeError, r"maximize must be a bool, got 'yes'"),
@@ -86,9 +91,15 @@ def common_errors(eps: bool = True, betas: bool = True) -> list[ErrorInput]:
         errors.append(ErrorInput({"eps": -1e-8}, ValueError, r"^Invalid epsilon value: -1e-08$"))
     if betas:
         errors += [
-            ErrorInput({"betas": (1.0, 0.999)}, ValueError, r"^Invalid beta parameter at index 0: 1\.0$"),
-            ErrorInput({"betas": (0.9, 1.0)}, ValueError, r"^Invalid beta parameter at index 1: 1\.0$"),
-            ErrorInput({"betas": (-0.1, 0.9)}, ValueError, r"^Invalid beta parameter at index 0: -0\.1$"),
+            ErrorInput(
+                {"betas": (1.0, 0.999)}, ValueError, r"^Invalid beta parameter at index 0: 1\.0$"
+            ),
+            ErrorInput(
+                {"betas": (0.9, 1.0)}, ValueError, r"^Invalid beta parameter at index 1: 1\.0$"
+            ),
+            ErrorInput(
+                {"betas": (-0.1, 0.9)}, ValueError, r"^Invalid beta parameter at index 0: -0\.1$"
+            ),
             ErrorInput({"betas": (0.9,)}, ValueError, r"betas must be a pair of floats"),
             ErrorInput({"betas": "0.9"}, ValueError, r"betas must be a pair of floats"),
         ]
@@ -273,7 +284,11 @@ OPTIM_DB: list[OptimInfo] = [
         ),
         error_inputs=[
             *[e for e in ADAM_ERRORS if "weight_decay_mode" not in e.kwargs],
-            ErrorInput({"weight_decay_mode": "l2"}, ValueError, r"AdamW decouples weight decay"),
+            ErrorInput(
+                {"weight_decay_mode": "l2"},
+                ValueError,
+                r"decoupled_weight_decay=True contradicts weight_decay_mode='l2'",
+            ),
         ],
     ),
     OptimInfo(
@@ -289,7 +304,7 @@ OPTIM_DB: list[OptimInfo] = [
             {"amsgrad_max": "corrected"},
             {"bias_correction": False, "eps": 0.0},
         ],
-        error_inputs=ADAM_ERRORS,
+        error_inputs=[e for e in ADAM_ERRORS if "amsgrad" not in e.kwargs],
     ),
     OptimInfo(
         name="Adamax",
@@ -332,7 +347,9 @@ OPTIM_DB: list[OptimInfo] = [
         ],
         error_inputs=[
             *common_errors(),
-            ErrorInput({"momentum_decay": -0.2}, ValueError, r"^Invalid momentum_decay value: -0\.2$"),
+            ErrorInput(
+                {"momentum_decay": -0.2}, ValueError, r"^Invalid momentum_decay value: -0\.2$"
+            ),
             ErrorInput({"mu_schedule": "warm"}, ValueError, r"Invalid mu_schedule: 'warm'"),
         ],
     ),
@@ -344,9 +361,7 @@ def sweep_cases() -> list[Any]:
     import pytest
 
     return [
-        pytest.param(info, config, id=info.id(config))
-        for info in OPTIM_DB
-        for config in info.sweep
+        pytest.param(info, config, id=info.id(config)) for info in OPTIM_DB for config in info.sweep
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from harness import gradient_script, leaves, multipliers, run, snapshot
 from registry import OPTIM_DB, sweep_cases
 
@@ -31,7 +32,10 @@ def test_matches_paper_reference(info, config, float64_default):
     history = run(optimizer, params, script, etas, lambda t: snapshot(optimizer, params))
     for index, theta0 in enumerate(initial):
         expected = info.reference(
-            theta0, [g[index].numpy() for g in script], lr_multipliers=etas, **reference_kwargs(config)
+            theta0,
+            [g[index].numpy() for g in script],
+            lr_multipliers=etas,
+            **reference_kwargs(config),
         )
         for t, (ours, ref) in enumerate(zip(history, expected, strict=True), start=1):
             state = ours[index]
@@ -71,7 +75,9 @@ def test_matches_torch(info, config, dtype, rtol, request):
         etas = multipliers(STEPS)
         ours_optimizer = info.cls(ours, **config)
         torch_optimizer = info.torch_cls(theirs, **info.torch_kwargs(config))
-        ours_history = run(ours_optimizer, ours, script, etas, lambda t: snapshot(ours_optimizer, ours))
+        ours_history = run(
+            ours_optimizer, ours, script, etas, lambda t: snapshot(ours_optimizer, ours)
+        )
         torch_history = run(
             torch_optimizer, theirs, script, etas, lambda t: snapshot(torch_optimizer, theirs)
         )
@@ -79,7 +85,9 @@ def test_matches_torch(info, config, dtype, rtol, request):
         torch.set_default_dtype(previous)
     for t, (mine, reference) in enumerate(zip(ours_history, torch_history, strict=True), start=1):
         for index, (state, expected) in enumerate(zip(mine, reference, strict=True)):
-            assert set(expected) <= set(state), f"state names differ: {set(expected)} vs {set(state)}"
+            assert set(expected) <= set(state), (
+                f"state names differ: {set(expected)} vs {set(state)}"
+            )
             for name, value in expected.items():
                 torch.testing.assert_close(
                     state[name], value, rtol=rtol, atol=0, msg=f"param {index}, {name}, step {t}"

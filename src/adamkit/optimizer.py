@@ -44,8 +44,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for group in self.param_groups:
-            for name, default in self.defaults.items():
-                group.setdefault(name, default)
+            self.rule.complete(group, self.defaults)
         for param_state in self.state.values():
             # torch's SGD keeps no step counter: a loaded state that holds tensors has taken
             # at least one step, which is all its momentum buffer needs to know.

@@ -45,6 +45,12 @@ class Rule(ABC):
     def validate(self, group: Group) -> None:
         """Raise ``ValueError``/``TypeError`` naming the first bad hyperparameter."""
 
+    def complete(self, group: dict[str, Any], defaults: Group) -> None:
+        """Fill the keys a loaded group lacks (torch.optim's state dicts lack adamkit's
+        options) from ``defaults``."""
+        for name, default in defaults.items():
+            group.setdefault(name, default)
+
     @abstractmethod
     def options(self, group: Group) -> Hashable:
         """The static choices of this group: hashable, no per-step numbers."""

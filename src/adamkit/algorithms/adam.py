@@ -17,6 +17,7 @@ from adamkit.algorithms.common import (
     check_eps,
     check_lr,
     check_weight_decay,
+    complete_with_decoupled_flag,
     resolve_weight_decay_mode,
     update_first_moment,
     update_second_moment,
@@ -48,6 +49,9 @@ class AdamRule(Rule):
             check_bool(group, flag)
         check_choice(group, "eps_mode", ("paper", "efficient"))
         check_choice(group, "amsgrad_max", ("raw", "corrected"))
+
+    def complete(self, group: dict[str, Any], defaults: Group) -> None:
+        complete_with_decoupled_flag(group, defaults)
 
     def options(self, group: Group) -> AdamOptions:
         return AdamOptions(weight_decay_mode(group), group["amsgrad"], group["amsgrad_max"])
@@ -174,7 +178,7 @@ class Adam(RuleOptimizer):
             "weight_decay": weight_decay,
             "amsgrad": amsgrad,
             "maximize": maximize,
-            "decoupled_weight_decay": mode != "l2",
+            "decoupled_weight_decay": decoupled_weight_decay or mode != "l2",
             "weight_decay_mode": mode,
             "bias_correction": bias_correction,
             "eps_mode": eps_mode,
@@ -210,8 +214,6 @@ class AdamW(Adam):
         weight_decay_mode: str = "decoupled_lr",
         **options: Any,
     ) -> None:
-        if weight_decay_mode == "l2":
-            raise ValueError("AdamW decouples weight decay: use Adam for weight_decay_mode='l2'")
         super().__init__(
             params,
             lr,

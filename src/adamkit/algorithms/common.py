@@ -69,21 +69,18 @@ def check_bool(group: Group, name: str) -> None:
 def check_weight_decay(group: Group) -> None:
     check_at_least_zero(group, "weight_decay")
     check_choice(group, "weight_decay_mode", WEIGHT_DECAY_MODES)
+    if group.get("decoupled_weight_decay", False) and group["weight_decay_mode"] == "l2":
+        raise ValueError("decoupled_weight_decay=True contradicts weight_decay_mode='l2'")
 
 
 # ---------------------------------------------------------------- weight decay
 
 
 def weight_decay_mode(group: Group) -> str | None:
-    """The group's weight-decay mode, or None when ``weight_decay`` is 0.
-
-    torch's ``decoupled_weight_decay=True`` flag (Adam, NAdam) means ``"decoupled_lr"``."""
+    """The group's weight-decay mode, or None when ``weight_decay`` is 0."""
     if as_float("weight_decay", group["weight_decay"]) == 0.0:
         return None
-    mode = group["weight_decay_mode"]
-    if mode == "l2" and group.get("decoupled_weight_decay", False):
-        return "decoupled_lr"
-    return mode
+    return group["weight_decay_mode"]
 
 
 def schedule_multiplier(group: Group) -> float:
@@ -140,12 +137,22 @@ def update_second_moment(exp_avg_sq: Tensor, grad: Tensor, beta2: float) -> None
 
 
 def resolve_weight_decay_mode(decoupled_weight_decay: bool, weight_decay_mode: str | None) -> str:
-    """Reconcile torch's ``decoupled_weight_decay`` flag with ``weight_decay_mode``."""
+    """``weight_decay_mode`` when given, else what torch's ``decoupled_weight_decay`` flag
+    (Adam, AdamW, NAdam) means: ``"decoupled_lr"`` or ``"l2"``."""
     if weight_decay_mode is None:
         return "decoupled_lr" if decoupled_weight_decay else "l2"
-    if decoupled_weight_decay and weight_decay_mode == "l2":
-        raise ValueError("decoupled_weight_decay=True contradicts weight_decay_mode='l2'")
     return weight_decay_mode
+
+
+def complete_with_decoupled_flag(group: dict[str, Any], defaults: Group) -> None:
+    """Rule.complete for optimizers with torch's ``decoupled_weight_decay`` flag: a torch
+    state dict carries the flag but no ``weight_decay_mode``, which the flag then decides."""
+    if "weight_decay_mode" not in group and "decoupled_weight_decay" in group:
+        group["weight_decay_mode"] = resolve_weight_decay_mode(
+            group["decoupled_weight_decay"], None
+        )
+    for name, default in defaults.items():
+        group.setdefault(name, default)
 
 
 def zeros_like(param: Tensor) -> Tensor:

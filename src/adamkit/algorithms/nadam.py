@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -18,6 +18,7 @@ from adamkit.algorithms.common import (
     check_eps,
     check_lr,
     check_weight_decay,
+    complete_with_decoupled_flag,
     resolve_weight_decay_mode,
     update_first_moment,
     update_second_moment,
@@ -47,6 +48,9 @@ class NAdamRule(Rule):
         for flag in ("maximize", "decoupled_weight_decay"):
             check_bool(group, flag)
         check_choice(group, "mu_schedule", ("dozat", "constant"))
+
+    def complete(self, group: dict[str, Any], defaults: Group) -> None:
+        complete_with_decoupled_flag(group, defaults)
 
     def options(self, group: Group) -> NAdamOptions:
         return NAdamOptions(weight_decay_mode(group))
@@ -155,7 +159,7 @@ class NAdam(RuleOptimizer):
             "weight_decay": weight_decay,
             "momentum_decay": momentum_decay,
             "maximize": maximize,
-            "decoupled_weight_decay": mode != "l2",
+            "decoupled_weight_decay": decoupled_weight_decay or mode != "l2",
             "weight_decay_mode": mode,
             "mu_schedule": mu_schedule,
         }

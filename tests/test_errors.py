@@ -1,0 +1,92 @@
+"""B1 and B2: bad hyperparameters and bad ``params`` raise clear errors (torch's wording)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from registry import OPTIM_DB, error_cases
+
+RECORDS = [pytest.param(info, id=info.name) for info in OPTIM_DB]
+
+
+def param():
+    return torch.zeros(2, requires_grad=True)
+
+
+@pytest.mark.parametrize("info, case", error_cases())
+def test_bad_hyperparameter_at_construction(info, case):
+    with pytest.raises(case.error, match=case.match):
+        info.cls([param()], **case.kwargs)
+
+
+@pytest.mark.parametrize("info, case", error_cases())
+def test_bad_hyperparameter_in_a_param_group(info, case):
+    """A bad value in a group dict fails like the constructor argument, and the optimizer
+    keeps only its valid groups."""
+    optimizer = info.cls([param()])
+    with pytest.raises(case.error, match=case.match):
+        optimizer.add_param_group({"params": [param()], **case.kwargs})
+    assert len(optimizer.param_groups) == 1
+
+
+@pytest.mark.parametrize("info", RECORDS)
+class TestParamsArgument:
+    def test_bare_tensor(self, info):
+        with pytest.raises(
+            TypeError,
+            match="params argument given to the optimizer should be an iterable of Tensors or",
+        ):
+            info.cls(param())
+
+    def test_empty_list(self, info):
+        with pytest.raises(ValueError, match="optimizer got an empty parameter list"):
+            info.cls([])
+
+    def test_not_a_tensor(self, info):
+        with pytest.raises(TypeError, match="optimizer can only optimize Tensors"):
+            info.cls([param(), 42])
+
+    def test_non_leaf(self, info):
+        with pytest.raises(ValueError, match="can't optimize a non-leaf Tensor"):
+            info.cls([param() * 2])
+
+    def test_duplicate_in_a_group_warns(self, info):
+        p = param()
+        with pytest.warns(UserWarning, match="duplicate parameters"):
+            info.cls([p, p])
+
+    def test_same_param_in_two_groups(self, info):
+        p = param()
+        with pytest.raises(
+            ValueError, match="some parameters appear in more than one parameter group"
+        ):
+            info.cls([{"params": [p]}, {"params": [p]}])
+
+    def test_group_without_params(self, info):
+        with pytest.raises(KeyError, match="params"):
+            info.cls([{"lr": 0.1}])
+
+    def test_generator_is_consumed_once(self, info):
+        params = [param(), param()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            optimizer = info.cls(p for p in params)
+        assert optimizer.param_groups[0]["params"] == params
+
+    def test_unknown_backend(self, info):
+        with pytest.raises(ValueError, match=r"Invalid backend: 'cuda-magic'"):
+            info.cls([param()], backend="cuda-magic")
+
+    def test_sparse_gradient_refused_before_any_change(self, info):
+        dense, sparse = param(), param()
+        optimizer = info.cls([dense, sparse], lr=0.1)
+        dense.grad = torch.ones(2)
+        sparse.grad = torch.ones(2).to_sparse()
+        with pytest.raises(
+            RuntimeError, match=f"{optimizer.rule.name} does not support sparse gradients"
+        ):
+            optimizer.step()
+        assert torch.equal(dense, torch.zeros(2)) and not optimizer.state
