@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -40,6 +41,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, on a copy: torch keeps the passed ``step`` tensors (and
+        any tensor already of the param's dtype and device) by reference, so the next step
+        would advance the caller's dict, or a second optimizer loaded from it."""
+        super().load_state_dict(copy.deepcopy(state_dict))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

@@ -45,6 +45,10 @@ class AdagradRule(Rule):
 
     def init_state(self, param: Tensor, options: AdagradOptions) -> State:
         value = options.initial_accumulator_value
+        if param.is_complex():
+            # both parts of a complex parameter start at τ, so it steps as its real view
+            # (torch.optim starts the imaginary part at 0)
+            value = complex(value, value)
         return {"sum": torch.full_like(param, value, memory_format=torch.preserve_format)}
 
     def scalars(self, group: Group, state: State, options: AdagradOptions) -> Scalars:
