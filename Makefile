@@ -1,0 +1,21 @@
+# The two quick-start commands of the README; each sets up .venv on a fresh machine.
+# torch is pinned to the CPU build through constraints.txt.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+
+.PHONY: demo test lint
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --constraint constraints.txt --editable ".[test]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PYTHON) examples/quickstart.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests examples
+	$(VENV)/bin/ruff format --check src tests examples
+
+test: lint
+	$(PYTHON) -m pytest
