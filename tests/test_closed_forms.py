@@ -13,6 +13,22 @@ G = torch.tensor([3.0, -0.2, 1e-3, -50.0], dtype=torch.float64)
 THETA = torch.tensor([0.5, -1.5, 2.0, 0.1], dtype=torch.float64)
 
 
+def lockstep(*makers, steps=50, lr_at=None):
+    """Final params of one optimizer per maker, all fed the same random gradients; with
+    ``lr_at``, each group's lr is lr_at(t) and its initial_lr lr_at(0)."""
+    params = [THETA.clone().requires_grad_() for _ in makers]
+    optimizers = [make([p]) for make, p in zip(makers, params, strict=True)]
+    generator = torch.Generator().manual_seed(0)
+    for t in range(steps):
+        grad = torch.randn(4, generator=generator, dtype=torch.float64)
+        for p, optimizer in zip(params, optimizers, strict=True):
+            if lr_at is not None:
+                optimizer.param_groups[0].update(initial_lr=lr_at(0), lr=lr_at(t))
+            p.grad = grad.clone()
+            optimizer.step()
+    return [p.detach() for p in params]
+
+
 def one_step(cls, grad=G, **kwargs):
     param = THETA.clone().requires_grad_()
     optimizer = cls([param], **kwargs)
@@ -40,18 +56,11 @@ def test_adam_efficient_form_first_step():
 
 
 def test_adam_eps_forms_coincide_without_eps():
-    params = [THETA.clone().requires_grad_() for _ in range(2)]
-    optimizers = [
-        adamkit.Adam([p], eps=0.0, eps_mode=m)
-        for p, m in zip(params, ("paper", "efficient"), strict=True)
-    ]
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(50):
-        grad = torch.randn(4, generator=generator, dtype=torch.float64)
-        for p, o in zip(params, optimizers, strict=True):
-            p.grad = grad.clone()
-            o.step()
-    torch.testing.assert_close(params[0], params[1], rtol=1e-13, atol=0)
+    paper, efficient = lockstep(
+        lambda p: adamkit.Adam(p, eps=0.0, eps_mode="paper"),
+        lambda p: adamkit.Adam(p, eps=0.0, eps_mode="efficient"),
+    )
+    torch.testing.assert_close(paper, efficient, rtol=1e-13, atol=0)
 
 
 def test_adamw_zero_gradient_shrinks_by_exactly_one_minus_lr_lambda_per_step():
@@ -99,23 +108,15 @@ def test_decoupled_schedule_decays_by_schedule_multiplier_not_lr():
 def test_paper_decay_equals_torch_decay_with_weight_decay_over_lr():
     """Paper λ ≡ torch weight_decay·α: the two AdamW forms coincide under a schedule."""
     lr, paper_lambda = 2e-3, 1e-4
-    generator = torch.Generator().manual_seed(0)
-    params = [THETA.clone().requires_grad_() for _ in range(2)]
-    optimizers = [
-        adamkit.AdamW([params[0]], lr=lr, weight_decay=paper_lambda / lr),
-        adamkit.AdamW(
-            [params[1]], lr=lr, weight_decay=paper_lambda, weight_decay_mode="decoupled_schedule"
+    torch_form, paper_form = lockstep(
+        lambda p: adamkit.AdamW(p, weight_decay=paper_lambda / lr),
+        lambda p: adamkit.AdamW(
+            p, weight_decay=paper_lambda, weight_decay_mode="decoupled_schedule"
         ),
-    ]
-    for optimizer in optimizers:
-        optimizer.param_groups[0]["initial_lr"] = lr
-    for t in range(40):
-        grad = torch.randn(4, generator=generator, dtype=torch.float64)
-        for p, o in zip(params, optimizers, strict=True):
-            o.param_groups[0]["lr"] = lr * (0.5 + 0.5 * math.cos(math.pi * t / 40))
-            p.grad = grad.clone()
-            o.step()
-    torch.testing.assert_close(params[0], params[1], rtol=1e-12, atol=0)
+        steps=40,
+        lr_at=lambda t: lr * (0.5 + 0.5 * math.cos(math.pi * t / 40)),
+    )
+    torch.testing.assert_close(torch_form, paper_form, rtol=1e-12, atol=0)
 
 
 def test_adamax_first_step():
@@ -171,12 +172,5 @@ def test_adam_without_bias_correction_is_rmsprop_with_momentum_on_v():
 
 
 def test_adamw_with_zero_decay_equals_adam_bitwise():
-    params = [THETA.clone().requires_grad_() for _ in range(2)]
-    optimizers = [adamkit.Adam([params[0]]), adamkit.AdamW([params[1]], weight_decay=0.0)]
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(50):
-        grad = torch.randn(4, generator=generator, dtype=torch.float64)
-        for p, o in zip(params, optimizers, strict=True):
-            p.grad = grad.clone()
-            o.step()
-    assert torch.equal(params[0], params[1])
+    adam, adamw = lockstep(adamkit.Adam, lambda p: adamkit.AdamW(p, weight_decay=0.0))
+    assert torch.equal(adam, adamw)
