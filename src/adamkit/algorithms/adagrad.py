@@ -46,8 +46,7 @@ class AdagradRule(Rule):
     def init_state(self, param: Tensor, options: AdagradOptions) -> State:
         value = options.initial_accumulator_value
         if param.is_complex():
-            # both parts of a complex parameter start at τ, so it steps as its real view
-            # (torch.optim starts the imaginary part at 0)
+            # both parts start at τ, so a complex parameter steps as its real view (as torch)
             value = complex(value, value)
         return {"sum": torch.full_like(param, value, memory_format=torch.preserve_format)}
 
