@@ -180,7 +180,9 @@ OPTIM_DB: list[OptimInfo] = [
                 ValueError,
                 r"^Nesterov momentum requires a momentum and zero dampening$",
             ),
-            ErrorInput({"momentum_form": "torch"}, ValueError, r"Invalid momentum_form: 'torch'"),
+            ErrorInput(
+                {"momentum_form": "heavy_ball"}, ValueError, r"Invalid momentum_form: 'heavy_ball'"
+            ),
             ErrorInput(
                 {"momentum": 1.0, "momentum_form": "ema"},
                 ValueError,
@@ -287,7 +289,7 @@ OPTIM_DB: list[OptimInfo] = [
             ErrorInput(
                 {"weight_decay_mode": "l2"},
                 ValueError,
-                r"decoupled_weight_decay=True contradicts weight_decay_mode='l2'",
+                r"AdamW decouples weight decay: weight_decay_mode='l2' is Adam's",
             ),
         ],
     ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -190,12 +191,13 @@ def assert_same(a, b):
         assert a == b
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("info, config", sweep_cases())
-def test_resume_from_state_dict_is_bitwise(info, config):
+def test_resume_from_state_dict_is_bitwise(info, config, dtype):
     """10 steps, save, load into a fresh optimizer, 10 more steps in lock-step with the
     original: equal bit for bit, and loading did not mutate the saved dict (S1)."""
-    params = leaves(torch.float32)
-    script = gradient_script(20, torch.float32)
+    params = leaves(dtype)
+    script = gradient_script(20, dtype)
     optimizer = info.cls(params, **config)
     run(optimizer, params, script[:10])
     saved = optimizer.state_dict()
@@ -225,3 +227,17 @@ def test_sweeps_name_no_implementation():
 def test_every_record_is_checked_against_its_paper(info):
     """Each record has a reference and at least one config beyond the defaults."""
     assert callable(info.reference) and len(info.sweep) > 1
+
+
+@pytest.mark.parametrize("copy_optimizer", [copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))])
+@pytest.mark.parametrize("info, config", sweep_cases())
+def test_copied_optimizer_steps_like_the_original(info, config, copy_optimizer):
+    params = leaves(torch.float32)
+    script = gradient_script(10, torch.float32)
+    optimizer = info.cls(params, **config)
+    run(optimizer, params, script[:5])
+    twin = copy_optimizer({"optimizer": optimizer, "params": params})
+    assert twin["optimizer"].backend == optimizer.backend
+    run(optimizer, params, script[5:])
+    run(twin["optimizer"], twin["params"], script[5:])
+    assert_same(snapshot(optimizer, params), snapshot(twin["optimizer"], twin["params"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable
+from itertools import chain
 from typing import Any, ClassVar
 
 import torch
@@ -27,36 +28,56 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Params, defaults: dict[str, Any], *, backend: str = "eager"):
         self.rule.validate(defaults)
+        get_backend(backend)
         self.backend = backend
-        self._step_group = get_backend(backend)
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if isinstance(param_group, dict):
+            self.rule.complete(param_group, self.defaults)
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
         try:
-            self.rule.validate(group)
-            if not self.rule.supports_complex and any(p.is_complex() for p in group["params"]):
-                raise ValueError(f"{self.rule.name} does not support complex parameters")
+            self.rule.validate(self.param_groups[-1])
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's ``load_state_dict``, on a copy: torch keeps the passed ``step`` tensors (and
-        any tensor already of the param's dtype and device) by reference, so the next step
-        would advance the caller's dict, or a second optimizer loaded from it."""
-        super().load_state_dict(copy.deepcopy(state_dict))
+        """torch's ``load_state_dict``, with two differences.
+
+        It works on a copy: torch keeps the passed ``step`` tensors (and any tensor already of
+        the param's dtype and device) by reference, so the next step would advance the
+        caller's dict, or a second optimizer loaded from it. And scalar state such as
+        ``mu_product`` keeps its dtype, like ``step``: torch casts it to the param's dtype,
+        which in bf16 changes the step size after a resume.
+        """
+        state_dict = copy.deepcopy(state_dict)
+        names = self.rule.scalar_state_names
+        scalar_state = {
+            key: {name: values.pop(name) for name in names if name in values}
+            for key, values in state_dict.get("state", {}).items()
+        }
+        super().load_state_dict(state_dict)
+        saved_ids = chain.from_iterable(group["params"] for group in state_dict["param_groups"])
+        params = chain.from_iterable(group["params"] for group in self.param_groups)
+        for key, param in zip(saved_ids, params, strict=True):
+            self.state[param].update(scalar_state.get(key, {}))
+        for param_state in self.state.values():
+            for name in ("step", *names):
+                if name in param_state and not isinstance(param_state[name], Tensor):
+                    # state dicts of torch < 1.12 hold the step as a Python number
+                    param_state[name] = torch.tensor(float(param_state[name]), dtype=scalar_dtype())
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "backend": self.backend}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "backend" in state:  # pickling; load_state_dict keeps the optimizer's backend
+            self.backend = state.pop("backend")
         super().__setstate__(state)
         for group in self.param_groups:
             self.rule.complete(group, self.defaults)
-        for param_state in self.state.values():
-            # torch's SGD keeps no step counter: a loaded state that holds tensors has taken
-            # at least one step, which is all its momentum buffer needs to know.
-            if param_state and "step" not in param_state:
-                param_state["step"] = torch.tensor(1.0, dtype=scalar_dtype())
+            self.rule.validate(group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -72,6 +93,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        step_group = get_backend(self.backend)
         with_grad = [
             [p for p in group["params"] if p.grad is not None] for group in self.param_groups
         ]
@@ -81,5 +103,5 @@ class RuleOptimizer(torch.optim.Optimizer):
                     raise RuntimeError(f"{self.rule.name} does not support sparse gradients")
         for group, params in zip(self.param_groups, with_grad, strict=True):
             if params:
-                self._step_group(self.rule, group, params, self.state)
+                step_group(self.rule, group, params, self.state)
         return loss

@@ -39,7 +39,9 @@ class Rule(ABC):
     """
 
     name: ClassVar[str]
-    supports_complex: ClassVar[bool] = True
+    # 0-dim state besides ``step`` (NAdam's ``mu_product``): created before :meth:`scalars`,
+    # kept in :func:`scalar_dtype` and never cast to the param's dtype on load, like ``step``
+    scalar_state_names: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def validate(self, group: Group) -> None:
@@ -56,15 +58,20 @@ class Rule(ABC):
         """The static choices of this group: hashable, no per-step numbers."""
 
     @abstractmethod
-    def init_state(self, param: Tensor, options: Any) -> State:
-        """Per-parameter state tensors (besides ``step``), created on the first step."""
+    def state_names(self, options: Any) -> tuple[str, ...]:
+        """The parameter-shaped state tensors these options need."""
+
+    def init_state(self, name: str, param: Tensor, options: Any) -> Tensor:
+        """The initial value of state ``name`` for ``param``: zeros shaped like it."""
+        return torch.zeros_like(param, memory_format=torch.preserve_format)
 
     @abstractmethod
     def scalars(self, group: Group, state: State, options: Any) -> Scalars:
         """Every number the update reads, for this parameter at this step.
 
-        May advance 0-dim scalar state (NAdam's ``mu_product``); never touches
-        parameter-shaped tensors."""
+        Called before missing parameter-shaped state is created, so a rule can tell a
+        buffer that starts this step (torch's SGD starts its buffer at the gradient). May
+        advance scalar state (``mu_product``); never touches parameter-shaped tensors."""
 
     @abstractmethod
     def update(

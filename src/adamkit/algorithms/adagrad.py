@@ -41,14 +41,18 @@ class AdagradRule(Rule):
         check_bool(group, "maximize")
 
     def options(self, group: Group) -> AdagradOptions:
-        return AdagradOptions(weight_decay_mode(group), group["initial_accumulator_value"])
+        initial = as_float("initial_accumulator_value", group["initial_accumulator_value"])
+        return AdagradOptions(weight_decay_mode(group), initial)
 
-    def init_state(self, param: Tensor, options: AdagradOptions) -> State:
+    def state_names(self, options: AdagradOptions) -> tuple[str, ...]:
+        return ("sum",)
+
+    def init_state(self, name: str, param: Tensor, options: AdagradOptions) -> Tensor:
         value = options.initial_accumulator_value
         if param.is_complex():
             # both parts start at τ, so a complex parameter steps as its real view (as torch)
             value = complex(value, value)
-        return {"sum": torch.full_like(param, value, memory_format=torch.preserve_format)}
+        return torch.full_like(param, value, memory_format=torch.preserve_format)
 
     def scalars(self, group: Group, state: State, options: AdagradOptions) -> Scalars:
         lr_decay = as_float("lr_decay", group["lr_decay"])

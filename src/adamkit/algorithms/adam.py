@@ -10,6 +10,7 @@ from torch import Tensor
 from adamkit.algorithms.common import (
     apply_weight_decay,
     as_float,
+    betas,
     bias_correction,
     check_betas,
     check_bool,
@@ -18,12 +19,11 @@ from adamkit.algorithms.common import (
     check_lr,
     check_weight_decay,
     complete_with_decoupled_flag,
-    resolve_weight_decay_mode,
     update_first_moment,
     update_second_moment,
     weight_decay_mode,
+    weight_decay_options,
     weight_decay_scalar,
-    zeros_like,
 )
 from adamkit.optimizer import Params, RuleOptimizer
 from adamkit.rule import Group, Rule, Scalars, State
@@ -56,14 +56,12 @@ class AdamRule(Rule):
     def options(self, group: Group) -> AdamOptions:
         return AdamOptions(weight_decay_mode(group), group["amsgrad"], group["amsgrad_max"])
 
-    def init_state(self, param: Tensor, options: AdamOptions) -> State:
-        state = {"exp_avg": zeros_like(param), "exp_avg_sq": zeros_like(param)}
-        if options.amsgrad:
-            state["max_exp_avg_sq"] = zeros_like(param)
-        return state
+    def state_names(self, options: AdamOptions) -> tuple[str, ...]:
+        names = ("exp_avg", "exp_avg_sq")
+        return (*names, "max_exp_avg_sq") if options.amsgrad else names
 
     def scalars(self, group: Group, state: State, options: AdamOptions) -> Scalars:
-        beta1, beta2 = (as_float("betas", beta) for beta in group["betas"])
+        beta1, beta2 = betas(group)
         step = state["step"].item()
         if group["bias_correction"]:
             bias_correction1 = bias_correction(beta1, step)
@@ -105,6 +103,17 @@ class AdamRule(Rule):
             )
             denom = max_exp_avg_sq.sqrt()
         param.addcdiv_(exp_avg, denom.add_(scalars["eps"]), value=-scalars["step_size"])
+
+
+class AdamWRule(AdamRule):
+    """Adam's math, with weight decay always decoupled."""
+
+    name = "AdamW"
+
+    def validate(self, group: Group) -> None:
+        super().validate(group)
+        if group["weight_decay_mode"] == "l2":
+            raise ValueError("AdamW decouples weight decay: weight_decay_mode='l2' is Adam's")
 
 
 class Adam(RuleOptimizer):
@@ -163,14 +172,13 @@ class Adam(RuleOptimizer):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
-        decoupled_weight_decay: bool = False,
+        decoupled_weight_decay: bool | None = None,
         weight_decay_mode: str | None = None,
         bias_correction: bool = True,
         eps_mode: str = "paper",
         amsgrad_max: str = "raw",
         backend: str = "eager",
     ) -> None:
-        mode = resolve_weight_decay_mode(decoupled_weight_decay, weight_decay_mode)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -178,8 +186,7 @@ class Adam(RuleOptimizer):
             "weight_decay": weight_decay,
             "amsgrad": amsgrad,
             "maximize": maximize,
-            "decoupled_weight_decay": decoupled_weight_decay or mode != "l2",
-            "weight_decay_mode": mode,
+            **weight_decay_options(decoupled_weight_decay, weight_decay_mode),
             "bias_correction": bias_correction,
             "eps_mode": eps_mode,
             "amsgrad_max": amsgrad_max,
@@ -202,6 +209,8 @@ class AdamW(Adam):
     as :class:`Adam`.
     """
 
+    rule = AdamWRule()
+
     def __init__(
         self,
         params: Params,
@@ -221,7 +230,6 @@ class AdamW(Adam):
             eps,
             weight_decay,
             amsgrad,
-            decoupled_weight_decay=True,
             weight_decay_mode=weight_decay_mode,
             **options,
         )

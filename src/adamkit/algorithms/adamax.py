@@ -10,6 +10,7 @@ from torch import Tensor
 from adamkit.algorithms.common import (
     apply_weight_decay,
     as_float,
+    betas,
     bias_correction,
     check_betas,
     check_bool,
@@ -20,7 +21,6 @@ from adamkit.algorithms.common import (
     update_first_moment,
     weight_decay_mode,
     weight_decay_scalar,
-    zeros_like,
 )
 from adamkit.optimizer import Params, RuleOptimizer
 from adamkit.rule import Group, Rule, Scalars, State
@@ -49,11 +49,11 @@ class AdamaxRule(Rule):
     def options(self, group: Group) -> AdamaxOptions:
         return AdamaxOptions(weight_decay_mode(group), group["eps_mode"])
 
-    def init_state(self, param: Tensor, options: AdamaxOptions) -> State:
-        return {"exp_avg": zeros_like(param), "exp_inf": zeros_like(param)}
+    def state_names(self, options: AdamaxOptions) -> tuple[str, ...]:
+        return ("exp_avg", "exp_inf")
 
     def scalars(self, group: Group, state: State, options: AdamaxOptions) -> Scalars:
-        beta1, beta2 = (as_float("betas", beta) for beta in group["betas"])
+        beta1, beta2 = betas(group)
         lr = as_float("lr", group["lr"])
         return {
             "beta1": beta1,

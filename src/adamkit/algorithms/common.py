@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from numbers import Real
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from adamkit.rule import Group
@@ -36,10 +35,10 @@ def check_lr(group: Group) -> None:
         raise ValueError(f"Invalid learning rate: {group['lr']}")
 
 
-def check_at_least_zero(group: Group, name: str, label: str | None = None) -> None:
-    """torch's wording: ``Invalid <label> value: <value>`` for a negative value."""
+def check_at_least_zero(group: Group, name: str) -> None:
+    """torch's wording: ``Invalid <name> value: <value>`` for a negative value."""
     if not 0.0 <= as_float(name, group[name]):
-        raise ValueError(f"Invalid {label or name} value: {group[name]}")
+        raise ValueError(f"Invalid {name} value: {group[name]}")
 
 
 def check_eps(group: Group) -> None:
@@ -84,13 +83,13 @@ def weight_decay_mode(group: Group) -> str | None:
 
 
 def schedule_multiplier(group: Group) -> float:
-    """η_t of Loshchilov & Hutter: the group's lr over its initial lr.
+    """η_t of Loshchilov & Hutter: the group's lr over the schedule's peak lr.
 
-    ``initial_lr`` is what torch's LR schedulers record in each group; without a scheduler
-    η_t = 1."""
-    return as_float("lr", group["lr"]) / as_float(
-        "initial_lr", group.get("initial_lr", group["lr"])
-    )
+    The peak is ``max_lr`` where torch's OneCycleLR records it, else ``initial_lr``, which
+    every torch LR scheduler records; without a scheduler η_t = 1."""
+    lr = as_float("lr", group["lr"])
+    peak = as_float("max_lr", group.get("max_lr", group.get("initial_lr", lr)))
+    return lr / peak if peak else 1.0
 
 
 def weight_decay_scalar(group: Group, mode: str | None) -> float:
@@ -136,25 +135,36 @@ def update_second_moment(exp_avg_sq: Tensor, grad: Tensor, beta2: float) -> None
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
 
 
-def resolve_weight_decay_mode(decoupled_weight_decay: bool, weight_decay_mode: str | None) -> str:
-    """``weight_decay_mode`` when given, else what torch's ``decoupled_weight_decay`` flag
-    (Adam, AdamW, NAdam) means: ``"decoupled_lr"`` or ``"l2"``."""
+def weight_decay_options(
+    decoupled_weight_decay: bool | None, weight_decay_mode: str | None
+) -> dict[str, Any]:
+    """torch's ``decoupled_weight_decay`` flag (Adam, AdamW, NAdam) and ``weight_decay_mode``,
+    either one deciding the other when it is not given: the flag means ``"decoupled_lr"``,
+    and every mode but ``"l2"`` sets the flag. Both given and contradicting: left for
+    :func:`check_weight_decay` to refuse."""
     if weight_decay_mode is None:
-        return "decoupled_lr" if decoupled_weight_decay else "l2"
-    return weight_decay_mode
+        weight_decay_mode = "decoupled_lr" if decoupled_weight_decay else "l2"
+    if decoupled_weight_decay is None:
+        decoupled_weight_decay = weight_decay_mode != "l2"
+    return {
+        "decoupled_weight_decay": decoupled_weight_decay,
+        "weight_decay_mode": weight_decay_mode,
+    }
 
 
 def complete_with_decoupled_flag(group: dict[str, Any], defaults: Group) -> None:
-    """Rule.complete for optimizers with torch's ``decoupled_weight_decay`` flag: a torch
-    state dict carries the flag but no ``weight_decay_mode``, which the flag then decides."""
-    if "weight_decay_mode" not in group and "decoupled_weight_decay" in group:
-        group["weight_decay_mode"] = resolve_weight_decay_mode(
-            group["decoupled_weight_decay"], None
+    """Rule.complete for optimizers with torch's flag: a group that names only one of the
+    two keys (a torch state dict names only the flag) gets the other from it."""
+    if "weight_decay_mode" in group or "decoupled_weight_decay" in group:
+        group.update(
+            weight_decay_options(
+                group.get("decoupled_weight_decay"), group.get("weight_decay_mode")
+            )
         )
     for name, default in defaults.items():
         group.setdefault(name, default)
 
 
-def zeros_like(param: Tensor) -> Tensor:
-    """A zero state tensor laid out like ``param`` (channels_last stays channels_last)."""
-    return torch.zeros_like(param, memory_format=torch.preserve_format)
+def betas(group: Group) -> tuple[float, float]:
+    beta1, beta2 = group["betas"]
+    return as_float("betas", beta1), as_float("betas", beta2)

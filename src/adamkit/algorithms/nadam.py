@@ -10,6 +10,7 @@ from torch import Tensor
 from adamkit.algorithms.common import (
     apply_weight_decay,
     as_float,
+    betas,
     bias_correction,
     check_at_least_zero,
     check_betas,
@@ -19,12 +20,11 @@ from adamkit.algorithms.common import (
     check_lr,
     check_weight_decay,
     complete_with_decoupled_flag,
-    resolve_weight_decay_mode,
     update_first_moment,
     update_second_moment,
     weight_decay_mode,
+    weight_decay_options,
     weight_decay_scalar,
-    zeros_like,
 )
 from adamkit.optimizer import Params, RuleOptimizer
 from adamkit.rule import Group, Rule, Scalars, State, scalar_dtype
@@ -38,6 +38,7 @@ class NAdamRule(Rule):
     """NAdam's math; see :class:`NAdam` for the equations."""
 
     name = "NAdam"
+    scalar_state_names = ("mu_product",)
 
     def validate(self, group: Group) -> None:
         check_lr(group)
@@ -55,16 +56,17 @@ class NAdamRule(Rule):
     def options(self, group: Group) -> NAdamOptions:
         return NAdamOptions(weight_decay_mode(group))
 
-    def init_state(self, param: Tensor, options: NAdamOptions) -> State:
-        return {
-            "mu_product": torch.tensor(1.0, dtype=scalar_dtype()),
-            "exp_avg": zeros_like(param),
-            "exp_avg_sq": zeros_like(param),
-        }
+    def state_names(self, options: NAdamOptions) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
+
+    def init_state(self, name: str, param: Tensor, options: NAdamOptions) -> Tensor:
+        if name == "mu_product":
+            return torch.tensor(1.0, dtype=scalar_dtype())
+        return super().init_state(name, param, options)
 
     def momentum(self, group: Group, step: float) -> float:
         """μ_t = β1(1 − ½·0.96^(tψ)) (Dozat, torch, Keras), or β1 (``"constant"``, optax)."""
-        beta1 = as_float("betas", group["betas"][0])
+        beta1 = betas(group)[0]
         if group["mu_schedule"] == "constant":
             return beta1
         return beta1 * (
@@ -72,7 +74,7 @@ class NAdamRule(Rule):
         )
 
     def scalars(self, group: Group, state: State, options: NAdamOptions) -> Scalars:
-        beta1, beta2 = (as_float("betas", beta) for beta in group["betas"])
+        beta1, beta2 = betas(group)
         lr = as_float("lr", group["lr"])
         step = state["step"].item()
         mu, mu_next = self.momentum(group, step), self.momentum(group, step + 1)
@@ -146,12 +148,11 @@ class NAdam(RuleOptimizer):
         momentum_decay: float = 4e-3,
         *,
         maximize: bool = False,
-        decoupled_weight_decay: bool = False,
+        decoupled_weight_decay: bool | None = None,
         weight_decay_mode: str | None = None,
         mu_schedule: str = "dozat",
         backend: str = "eager",
     ) -> None:
-        mode = resolve_weight_decay_mode(decoupled_weight_decay, weight_decay_mode)
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -159,8 +160,7 @@ class NAdam(RuleOptimizer):
             "weight_decay": weight_decay,
             "momentum_decay": momentum_decay,
             "maximize": maximize,
-            "decoupled_weight_decay": decoupled_weight_decay or mode != "l2",
-            "weight_decay_mode": mode,
+            **weight_decay_options(decoupled_weight_decay, weight_decay_mode),
             "mu_schedule": mu_schedule,
         }
         super().__init__(params, defaults, backend=backend)

@@ -14,9 +14,10 @@ from adamkit.algorithms.common import (
     check_eps,
     check_lr,
     check_weight_decay,
+    update_first_moment,
+    update_second_moment,
     weight_decay_mode,
     weight_decay_scalar,
-    zeros_like,
 )
 from adamkit.optimizer import Params, RuleOptimizer
 from adamkit.rule import Group, Rule, Scalars, State
@@ -48,13 +49,10 @@ class RMSpropRule(Rule):
             weight_decay_mode(group), group["centered"], group["momentum"] > 0, group["eps_in_sqrt"]
         )
 
-    def init_state(self, param: Tensor, options: RMSpropOptions) -> State:
-        state = {"square_avg": zeros_like(param)}
-        if options.momentum:
-            state["momentum_buffer"] = zeros_like(param)
-        if options.centered:
-            state["grad_avg"] = zeros_like(param)
-        return state
+    def state_names(self, options: RMSpropOptions) -> tuple[str, ...]:
+        momentum = ("momentum_buffer",) if options.momentum else ()
+        centered = ("grad_avg",) if options.centered else ()
+        return ("square_avg", *momentum, *centered)
 
     def scalars(self, group: Group, state: State, options: RMSpropOptions) -> Scalars:
         return {
@@ -71,11 +69,11 @@ class RMSpropRule(Rule):
         grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
         alpha, eps = scalars["alpha"], scalars["eps"]
         square_avg = state["square_avg"]
-        square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+        update_second_moment(square_avg, grad, alpha)
         variance = square_avg
         if options.centered:
             grad_avg = state["grad_avg"]
-            grad_avg.lerp_(grad, 1 - alpha)
+            update_first_moment(grad_avg, grad, alpha)
             variance = square_avg.addcmul(grad_avg, grad_avg, value=-1)
         denom = variance.add(eps).sqrt_() if options.eps_in_sqrt else variance.sqrt().add_(eps)
         if options.momentum:

@@ -1,4 +1,4 @@
-"""SGD: plain, with momentum as heavy ball (torch), Sutskever's form, or an EMA; Nesterov."""
+"""SGD: plain, with heavy-ball momentum in torch's form, Sutskever's form or as an EMA; Nesterov."""
 
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ from adamkit.algorithms.common import (
     check_weight_decay,
     weight_decay_mode,
     weight_decay_scalar,
-    zeros_like,
 )
 from adamkit.optimizer import Params, RuleOptimizer
 from adamkit.rule import Group, Rule, Scalars, State
 
-MOMENTUM_FORMS = ("heavy_ball", "sutskever", "ema")
+MOMENTUM_FORMS = ("torch", "sutskever", "ema")
 
 
 class SGDOptions(NamedTuple):
@@ -63,23 +62,24 @@ class SGDRule(Rule):
     def options(self, group: Group) -> SGDOptions:
         return SGDOptions(weight_decay_mode(group), group["momentum"] != 0, group["nesterov"])
 
-    def init_state(self, param: Tensor, options: SGDOptions) -> State:
-        return {"momentum_buffer": zeros_like(param)} if options.momentum else {}
+    def state_names(self, options: SGDOptions) -> tuple[str, ...]:
+        return ("momentum_buffer",) if options.momentum else ()
 
     def scalars(self, group: Group, state: State, options: SGDOptions) -> Scalars:
         lr = as_float("lr", group["lr"])
         momentum = as_float("momentum", group["momentum"])
         dampening = as_float("dampening", group["dampening"])
-        step = state["step"].item()
         form = group["momentum_form"]
-        if form == "heavy_ball":
-            first = step == 1  # torch: the buffer starts as the first gradient, undampened
+        if form == "torch":
+            # the buffer starts as the gradient of the step that creates it, undampened
+            first = "momentum_buffer" not in state
             decay = 0.0 if first else momentum
             weight = 1.0 if first else 1.0 - dampening
             scale, step_size = 1.0, lr
         elif form == "sutskever":
             decay, weight, scale, step_size = momentum, lr * (1.0 - dampening), lr, 1.0
         else:
+            step = state["step"].item()
             correction = bias_correction(momentum, step) if group["bias_correction"] else 1.0
             decay, weight, scale, step_size = momentum, 1.0 - momentum, 1.0, lr / correction
         return {
@@ -112,7 +112,7 @@ class SGD(RuleOptimizer):
     With gradient :math:`g_t` (negated when ``maximize``; plus λθ for L2 weight decay),
     momentum μ, dampening τ, learning rate γ:
 
-    ``momentum_form="heavy_ball"`` (torch.optim.SGD, the default):
+    ``momentum_form="torch"`` (torch.optim.SGD's heavy ball, the default):
 
     .. math::
         b_1 = g_1,\quad b_t = \mu b_{t-1} + (1-\tau) g_t,\quad
@@ -142,7 +142,7 @@ class SGD(RuleOptimizer):
             ``"decoupled_schedule"`` is SGDW (Loshchilov & Hutter, Algorithm 1).
         nesterov: Nesterov momentum (needs μ > 0 and τ = 0; not for the EMA form).
         maximize: maximize the objective.
-        momentum_form: ``"heavy_ball"``, ``"sutskever"`` or ``"ema"``.
+        momentum_form: ``"torch"``, ``"sutskever"`` or ``"ema"``.
         bias_correction: divide the EMA by :math:`1-\mu^t` (EMA form only).
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         backend: ``"eager"``.
@@ -162,7 +162,7 @@ class SGD(RuleOptimizer):
         nesterov: bool = False,
         *,
         maximize: bool = False,
-        momentum_form: str = "heavy_ball",
+        momentum_form: str = "torch",
         bias_correction: bool = False,
         weight_decay_mode: str = "l2",
         backend: str = "eager",

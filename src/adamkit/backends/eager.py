@@ -31,9 +31,14 @@ def step_group(
         state = states[param]
         if "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-            state.update(rule.init_state(param, options))
+        for name in rule.scalar_state_names:
+            if name not in state:
+                state[name] = rule.init_state(name, param, options)
         state["step"] += 1
         scalars = rule.scalars(group, state, options)
+        for name in rule.state_names(options):
+            if name not in state:
+                state[name] = rule.init_state(name, param, options)
         grad = -param.grad if group["maximize"] else param.grad
         views = {name: real_view(value) for name, value in state.items()}
         rule.update(real_view(param), real_view(grad), views, scalars, options)

@@ -1,0 +1,166 @@
+"""The optimizer core's contracts that concern one mechanism rather than every algorithm."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import adamkit
+
+from harness import gradient_script, leaves, run, snapshot
+
+
+def lockstep_with_torch(ours, theirs, ours_params, torch_params, script, between=None):
+    for t, grads in enumerate(script, start=1):
+        if between is not None:
+            between(t, ours)
+            between(t, theirs)
+        for params in (ours_params, torch_params):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+        ours.step()
+        theirs.step()
+        for a, b in zip(ours_params, torch_params, strict=True):
+            assert torch.equal(a, b), t
+
+
+@pytest.mark.parametrize("dampening", [0.0, 0.3])
+def test_sgd_momentum_turned_on_mid_training_matches_torch(dampening):
+    """torch starts the buffer at the gradient of the step that creates it."""
+    ours_params, torch_params = leaves(torch.float32), leaves(torch.float32)
+    ours = adamkit.SGD(ours_params, lr=0.1)
+    theirs = torch.optim.SGD(torch_params, lr=0.1, foreach=False)
+
+    def momentum_on_at_step_4(t, optimizer):
+        if t == 4:
+            optimizer.param_groups[0].update(momentum=0.9, dampening=dampening)
+
+    lockstep_with_torch(
+        ours,
+        theirs,
+        ours_params,
+        torch_params,
+        gradient_script(10, torch.float32),
+        momentum_on_at_step_4,
+    )
+
+
+@pytest.mark.parametrize("name", ["Adam", "NAdam", "RMSprop", "Adagrad", "Adamax"])
+def test_state_dict_with_python_number_step_loads(name):
+    """torch < 1.12 saved ``step`` (and NAdam's ``mu_product``) as Python numbers."""
+    params = leaves(torch.float32)
+    script = gradient_script(10, torch.float32)
+    optimizer = getattr(adamkit, name)(params)
+    run(optimizer, params, script[:5])
+    legacy = copy.deepcopy(optimizer.state_dict())  # its per-param dicts are the live ones
+    for state in legacy["state"].values():
+        for key in ("step", "mu_product"):
+            if key in state:
+                state[key] = state[key].item()
+    clones = [p.detach().clone().requires_grad_() for p in params]
+    resumed = getattr(adamkit, name)(clones)
+    resumed.load_state_dict(legacy)
+    run(optimizer, params, script[5:])
+    run(resumed, clones, script[5:])
+    for a, b in zip(params, clones, strict=True):
+        assert torch.equal(a, b)
+    assert all(isinstance(s["step"], torch.Tensor) for s in resumed.state.values())
+
+
+@pytest.mark.parametrize("name", ["Adam", "NAdam"])
+def test_decoupled_flag_in_a_group_matches_torch(name):
+    ours_params, torch_params = leaves(torch.float32), leaves(torch.float32)
+
+    def groups(params):
+        return [
+            {"params": params[:1]},
+            {"params": params[1:], "decoupled_weight_decay": True, "weight_decay": 0.1},
+        ]
+
+    ours = getattr(adamkit, name)(groups(ours_params), weight_decay=0.1)
+    theirs = getattr(torch.optim, name)(groups(torch_params), weight_decay=0.1, foreach=False)
+    assert ours.param_groups[1]["weight_decay_mode"] == "decoupled_lr"
+    lockstep_with_torch(ours, theirs, ours_params, torch_params, gradient_script(10, torch.float32))
+
+
+def test_group_weight_decay_mode_sets_torchs_flag():
+    """A group named only by ``weight_decay_mode`` carries torch's flag too, so torch.optim
+    loading the state dict decays the same way."""
+    ours_params, torch_params = leaves(torch.float32), leaves(torch.float32)
+    ours = adamkit.Adam(
+        [{"params": ours_params, "weight_decay_mode": "decoupled_lr"}], weight_decay=0.1
+    )
+    assert ours.param_groups[0]["decoupled_weight_decay"] is True
+    script = gradient_script(10, torch.float32)
+    run(ours, ours_params, script[:5])
+    theirs = torch.optim.Adam(torch_params, foreach=False)
+    with torch.no_grad():
+        for a, b in zip(torch_params, ours_params, strict=True):
+            a.copy_(b)
+    theirs.load_state_dict(copy.deepcopy(ours.state_dict()))  # torch would share our steps
+    lockstep_with_torch(ours, theirs, ours_params, torch_params, script[5:])
+
+
+def test_loaded_state_dict_is_validated():
+    params = leaves(torch.float32)
+    optimizer = adamkit.SGD(params, momentum=0.9)
+    state_dict = optimizer.state_dict()
+    state_dict["param_groups"][0]["momentum_form"] = "nesterov"
+    with pytest.raises(ValueError, match="Invalid momentum_form: 'nesterov'"):
+        adamkit.SGD(params, momentum=0.9).load_state_dict(state_dict)
+
+
+def test_nadam_mu_product_keeps_its_dtype_on_load():
+    params = leaves(torch.bfloat16)
+    optimizer = adamkit.NAdam(params, betas=(0.999, 0.999), mu_schedule="constant")
+    run(optimizer, params, gradient_script(5, torch.bfloat16))
+    resumed = adamkit.NAdam(
+        [p.detach().clone().requires_grad_() for p in params], mu_schedule="constant"
+    )
+    resumed.load_state_dict(optimizer.state_dict())
+    for state in resumed.state.values():
+        assert state["mu_product"].dtype == torch.float32
+        assert state["exp_avg"].dtype == torch.bfloat16
+
+
+def test_decoupled_schedule_follows_one_cycle_peak():
+    """η_t = lr / max_lr under OneCycleLR (whose initial_lr is max_lr/25): the decay never
+    exceeds λ per step, and θ never changes sign from decay alone."""
+    param = torch.ones(3, requires_grad=True)
+    optimizer = adamkit.AdamW([param], weight_decay=0.05, weight_decay_mode="decoupled_schedule")
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.01, total_steps=100)
+    expected = torch.ones(3)
+    for _ in range(100):
+        eta = optimizer.param_groups[0]["lr"] / 0.01
+        assert 0 <= eta <= 1 + 1e-12
+        param.grad = torch.zeros(3)
+        optimizer.step()
+        scheduler.step()
+        expected = expected * (1 - eta * 0.05)
+    torch.testing.assert_close(param.detach(), expected)
+
+
+def test_decoupled_schedule_with_zero_initial_lr():
+    param = torch.ones(3, requires_grad=True)
+    optimizer = adamkit.SGD(
+        [param], lr=0.0, weight_decay=0.1, weight_decay_mode="decoupled_schedule"
+    )
+    optimizer.param_groups[0]["initial_lr"] = 0.0
+    param.grad = torch.zeros(3)
+    optimizer.step()
+    torch.testing.assert_close(param.detach(), torch.full((3,), 0.9))
+
+
+def test_adagrad_tensor_initial_accumulator_value():
+    params = leaves(torch.float32)
+    optimizer = adamkit.Adagrad(params, initial_accumulator_value=torch.tensor([0.1]))
+    run(optimizer, params, gradient_script(2, torch.float32))
+    twin_params = leaves(torch.float32)
+    twin = adamkit.Adagrad(twin_params, initial_accumulator_value=0.1)
+    run(twin, twin_params, gradient_script(2, torch.float32))
+    assert all(
+        torch.equal(a["sum"], b["sum"])
+        for a, b in zip(snapshot(optimizer, params), snapshot(twin, twin_params), strict=True)
+    )
