@@ -148,7 +148,7 @@ class Adam(RuleOptimizer):
         weight_decay_mode: ``"l2"`` adds λθ to the gradient; ``"decoupled_lr"`` shrinks
             :math:`\theta \leftarrow \theta(1-\gamma\lambda)` (torch AdamW);
             ``"decoupled_schedule"`` shrinks :math:`\theta \leftarrow \theta(1-\eta_t\lambda)`
-            with :math:`\eta_t` = lr / initial_lr, the schedule multiplier (Loshchilov &
+            with :math:`\eta_t` = lr / peak lr, the schedule multiplier (Loshchilov &
             Hutter's Algorithm 2).
         bias_correction: divide the moments by :math:`1-\beta^t` (Algorithm 1). False gives
             RMSprop with momentum (Kingma & Ba §6.4).
