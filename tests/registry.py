@@ -40,20 +40,6 @@ class OptimInfo:
     error_inputs: list[ErrorInput]
     torch_cls: type[torch.optim.Optimizer] | None = None
     torch_fixed: dict[str, Any] = field(default_factory=dict)
-    supports_complex: bool = True
-    backends: tuple[str, ...] = ("eager",)
-    # (config, dtype) -> why adamkit's numbers differ from torch.optim's there, on purpose
-    torch_differences: tuple[tuple[dict[str, Any], torch.dtype, str], ...] = ()
-
-    def torch_difference(self, config: dict[str, Any], dtype: torch.dtype) -> str | None:
-        for known, known_dtype, why in self.torch_differences:
-            if (
-                known_dtype == dtype
-                and known.keys() == config.keys()
-                and all(_short(known[k]) == _short(config[k]) for k in known)
-            ):
-                return why
-        return None
 
     def torch_kwargs(self, config: dict[str, Any]) -> dict[str, Any] | None:
         """The torch.optim kwargs for ``config``, or None where torch lacks an option."""
@@ -129,12 +115,6 @@ ADAM_SWEEP = [
     {"amsgrad": True, "amsgrad_max": "corrected", "eps_mode": "efficient", "eps": 1e-3},
     {"amsgrad": True, "bias_correction": False, "eps": 0.0},  # Reddi et al.'s Algorithm 2
 ]
-TENSOR_LR_DECAY = (
-    "torch computes the decoupled decay 1 - lr*weight_decay as a float64 0-dim tensor when lr "
-    "is a Tensor, and multiplies a 0-dim float32 param by it in float64; adamkit takes a tensor "
-    "lr as exactly its float (tensor lr == float lr, which is torch's float-lr result)"
-)
-
 ADAM_ERRORS = [
     *common_errors(),
     ErrorInput({"eps_mode": "tf"}, ValueError, r"Invalid eps_mode: 'tf'"),
@@ -281,9 +261,6 @@ OPTIM_DB: list[OptimInfo] = [
             {"weight_decay": 0.01, "weight_decay_mode": "decoupled_schedule"},
             {"eps_mode": "efficient", "eps": 1e-3},
         ],
-        torch_differences=(
-            ({"lr": torch.tensor(0.01, dtype=torch.float64)}, torch.float32, TENSOR_LR_DECAY),
-        ),
         error_inputs=[
             *[e for e in ADAM_ERRORS if "weight_decay_mode" not in e.kwargs],
             ErrorInput(

@@ -62,11 +62,8 @@ TORCH_CASES = [
 
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
 @pytest.mark.parametrize("info, config", TORCH_CASES)
-def test_matches_torch(info, config, dtype, rtol, request):
+def test_matches_torch(info, config, dtype, rtol):
     """Params and the mapped state equal torch.optim's, step by step for 200 steps."""
-    why = info.torch_difference(config, dtype)
-    if why is not None:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=why))
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 Group = Mapping[str, Any]
 State = dict[str, Tensor]
-Scalars = Mapping[str, float]
+Scalars = Mapping[str, float | Tensor]
 
 
 def scalar_dtype() -> torch.dtype:

@@ -92,21 +92,28 @@ def schedule_multiplier(group: Group) -> float:
     return lr / peak if peak else 1.0
 
 
-def weight_decay_scalar(group: Group, mode: str | None) -> float:
+def weight_decay_scalar(group: Group, mode: str | None) -> float | Tensor:
     """The number :func:`apply_weight_decay` reads: λ for L2, the shrink factor otherwise.
 
     decoupled_lr:        θ ← θ·(1 − lr·λ)     (torch AdamW)
     decoupled_schedule:  θ ← θ·(1 − η_t·λ)    (Loshchilov & Hutter, Algorithms 1–2)
+
+    With a Tensor lr the factor stays a 0-dim tensor, as in torch.optim, whose numbers
+    that changes for 0-dim low-precision params (the factor's dtype takes part in the
+    product).
     """
     weight_decay = as_float("weight_decay", group["weight_decay"])
     if mode == "decoupled_lr":
-        return 1.0 - as_float("lr", group["lr"]) * weight_decay
+        lr = group["lr"]
+        return 1.0 - (lr.squeeze() if isinstance(lr, Tensor) else float(lr)) * weight_decay
     if mode == "decoupled_schedule":
         return 1.0 - schedule_multiplier(group) * weight_decay
     return weight_decay
 
 
-def apply_weight_decay(param: Tensor, grad: Tensor, mode: str | None, value: float) -> Tensor:
+def apply_weight_decay(
+    param: Tensor, grad: Tensor, mode: str | None, value: float | Tensor
+) -> Tensor:
     """L2 adds λθ to the gradient (returned, ``grad`` itself untouched); the decoupled
     modes shrink θ in place before the step. Returns the gradient the step then uses."""
     if mode is None:
