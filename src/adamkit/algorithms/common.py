@@ -98,9 +98,9 @@ def weight_decay_scalar(group: Group, mode: str | None) -> float | Tensor:
     decoupled_lr:        θ ← θ·(1 − lr·λ)     (torch AdamW)
     decoupled_schedule:  θ ← θ·(1 − η_t·λ)    (Loshchilov & Hutter, Algorithms 1–2)
 
-    With a Tensor lr the factor stays a 0-dim tensor, as in torch.optim, whose numbers
-    that changes for 0-dim low-precision params (the factor's dtype takes part in the
-    product).
+    With a Tensor lr the factor stays a 0-dim tensor, as in torch.optim: for a 0-dim
+    float32 (or lower) param its dtype takes part in the product, and torch's numbers there
+    depend on it.
     """
     weight_decay = as_float("weight_decay", group["weight_decay"])
     if mode == "decoupled_lr":

@@ -27,6 +27,7 @@ def step_group(
 ) -> None:
     """One step of ``rule`` for ``params`` (all with a gradient) of ``group``."""
     options = rule.options(group)
+    state_names = rule.state_names(options)
     for param in params:
         state = states[param]
         if "step" not in state:
@@ -36,7 +37,7 @@ def step_group(
                 state[name] = rule.init_state(name, param, options)
         state["step"] += 1
         scalars = rule.scalars(group, state, options)
-        for name in rule.state_names(options):
+        for name in state_names:
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
         grad = -param.grad if group["maximize"] else param.grad
