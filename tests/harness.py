@@ -13,8 +13,16 @@ SHAPES = [(3, 4), (5,), ()]
 
 
 def make_params(dtype: torch.dtype, seed: int = 0, shapes=SHAPES) -> list[Tensor]:
+    """Random params; those of 2 or more dims with unit-norm slices ``p[j]``, the weight
+    vectors ND-Adam needs at the start (any other optimizer takes them as they come)."""
     generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=generator, dtype=dtype) for shape in shapes]
+    params = []
+    for shape in shapes:
+        param = torch.randn(shape, generator=generator, dtype=torch.float64)
+        if param.ndim >= 2:
+            param /= param.flatten(1).norm(dim=1).view(-1, *[1] * (param.ndim - 1))
+        params.append(param.to(dtype))
+    return params
 
 
 def gradient_script(

@@ -7,6 +7,7 @@ new optimizer is covered by adding one record here.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ class OptimInfo:
     error_inputs: list[ErrorInput]
     torch_cls: type[torch.optim.Optimizer] | None = None
     torch_fixed: dict[str, Any] = field(default_factory=dict)
+    # the reference takes the whole group (lists of params and of per-step gradient lists)
+    # and returns, per step, one record per param: SWATS decides over the group
+    group_reference: bool = False
 
     def torch_kwargs(self, config: dict[str, Any]) -> dict[str, Any] | None:
         """The torch.optim kwargs for ``config``, or None where torch lacks an option."""
@@ -330,6 +334,98 @@ OPTIM_DB: list[OptimInfo] = [
                 {"momentum_decay": -0.2}, ValueError, r"^Invalid momentum_decay value: -0\.2$"
             ),
             ErrorInput({"mu_schedule": "warm"}, ValueError, r"Invalid mu_schedule: 'warm'"),
+        ],
+    ),
+]
+
+
+OPTIM_DB += [
+    OptimInfo(
+        name="SGDW",
+        cls=adamkit.SGDW,
+        reference=functools.partial(
+            reference.sgd,
+            momentum=0.9,
+            weight_decay=1e-4,
+            momentum_form="sutskever",
+            weight_decay_mode="decoupled_schedule",
+        ),
+        sweep=[
+            {},
+            {"lr": 0.05, "weight_decay": 0.01},
+            {"lr": torch.tensor(0.05, dtype=torch.float64), "nesterov": True},
+            {"momentum": 0.0, "maximize": True},
+            {"dampening": 0.3, "weight_decay_mode": "decoupled_lr", **WD},
+        ],
+        error_inputs=[
+            # SGD's errors, but for nesterov=True, valid with SGDW's default momentum 0.9
+            *[
+                e
+                for e in OPTIM_DB[0].error_inputs
+                if "weight_decay_mode" not in e.kwargs and e.kwargs != {"nesterov": True}
+            ],
+            ErrorInput(
+                {"weight_decay_mode": "l2"},
+                ValueError,
+                r"SGDW decouples weight decay: weight_decay_mode='l2' is SGD's",
+            ),
+        ],
+    ),
+    OptimInfo(
+        name="SWATS",
+        cls=adamkit.SWATS,
+        reference=reference.swats,
+        group_reference=True,
+        sweep=[
+            {},
+            # switches at step 3 of the harness script
+            {"switch_tolerance": 1.2e-4},
+            {"switch_tolerance": 1.2e-4, "lr": torch.tensor(1e-3, dtype=torch.float64)},
+            {"switch_tolerance": 1.2e-4, "eps_mode": "paper", "eps": 1e-3, **WD_MAX},
+            {"switch_tolerance": 1.2e-4, "weight_decay_mode": "decoupled_lr", **WD},
+            {"switch_tolerance": 1.2e-4, **PAPER_DECAY},
+            {"betas": (0.9, 0.9), "switch_tolerance": 1e-4},
+            # each tensor on its own: they switch at steps 5, 4 and 145
+            {"granularity": "tensor", "switch_tolerance": 3e-4},
+            {"granularity": "tensor", "switch_tolerance": 1e-4, "eps_mode": "paper"},
+        ],
+        error_inputs=[
+            *ADAM_ERRORS[:-2],
+            ErrorInput(
+                {"switch_tolerance": 0.0},
+                ValueError,
+                r"^Invalid switch threshold: switch_tolerance=0\.0$",
+            ),
+            ErrorInput(
+                {"switch_tolerance": -1e-9},
+                ValueError,
+                r"^Invalid switch threshold: switch_tolerance=-1e-09$",
+            ),
+            ErrorInput(
+                {"granularity": "layer"},
+                ValueError,
+                r"Invalid granularity: 'layer', expected one of \('group', 'tensor'\)",
+            ),
+        ],
+    ),
+    OptimInfo(
+        name="NDAdam",
+        cls=adamkit.NDAdam,
+        reference=reference.ndadam,
+        sweep=[
+            {},
+            {"lr": 0.01},
+            {"lr": torch.tensor(0.01, dtype=torch.float64)},
+            {"betas": (0.5, 0.9), "eps": 1e-3},
+            {"eps_mode": "paper", **WD_MAX},
+            {"weight_decay_mode": "decoupled_lr", **WD},
+            PAPER_DECAY,
+            {"vec_axes": ()},
+        ],
+        error_inputs=[
+            *ADAM_ERRORS[:-2],
+            ErrorInput({"vec_axes": 1}, TypeError, r"vec_axes must be None or a sequence"),
+            ErrorInput({"vec_axes": "1"}, TypeError, r"vec_axes must be None or a sequence"),
         ],
     ),
 ]

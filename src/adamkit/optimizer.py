@@ -101,6 +101,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             for p in params:
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{self.rule.name} does not support sparse gradients")
+                if p.is_complex() and not self.rule.supports_complex:
+                    raise RuntimeError(f"{self.rule.name} does not support complex parameters")
         for group, params in zip(self.param_groups, with_grad, strict=True):
             if params:
                 step_group(self.rule, group, params, self.state)

@@ -14,15 +14,18 @@ receives the scalars as arguments, so changing a number never changes the code.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 Group = Mapping[str, Any]
-State = dict[str, Tensor]
-Scalars = Mapping[str, float | Tensor]
+State = dict[str, Any]
+Scalars = Mapping[str, Any]
+# What an update returns for a group-level decision: named partial sums over its param,
+# added up over the group by :meth:`Rule.finish_group` (SWATS' projections)
+Sums = Mapping[str, Tensor]
 
 
 def scalar_dtype() -> torch.dtype:
@@ -42,6 +45,7 @@ class Rule(ABC):
     # 0-dim state besides ``step`` (NAdam's ``mu_product``): created before :meth:`scalars`,
     # kept in :func:`scalar_dtype` and never cast to the param's dtype on load, like ``step``
     scalar_state_names: ClassVar[tuple[str, ...]] = ()
+    supports_complex: ClassVar[bool] = True
 
     @abstractmethod
     def validate(self, group: Group) -> None:
@@ -76,7 +80,27 @@ class Rule(ABC):
     @abstractmethod
     def update(
         self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: Any
-    ) -> None:
+    ) -> Sums | None:
         """Apply one step in place: element-wise torch operations on ``param`` and the
         parameter-shaped entries of ``state``. ``grad`` is read-only (already negated for
-        ``maximize``); complex tensors arrive as their real views."""
+        ``maximize``); complex tensors arrive as their real views.
+
+        A rule that decides something over the whole group returns its partial sums over
+        this param; they reach :meth:`finish_group`."""
+
+    def prepare_group(  # noqa: B027 (an optional hook: most rules need none)
+        self, group: Group, params: Sequence[Tensor], states: Mapping[Tensor, State], options: Any
+    ) -> None:
+        """Before the group's updates, after each param's step counter advanced: set up the
+        group-level state of ``params`` (the group's params that have a gradient)."""
+
+    def finish_group(  # noqa: B027 (an optional hook: most rules need none)
+        self,
+        group: Group,
+        params: Sequence[Tensor],
+        states: Mapping[Tensor, State],
+        sums: Sequence[Sums | None],
+        options: Any,
+    ) -> None:
+        """After the group's updates: decide what depends on the whole group, from what each
+        update of ``params`` returned (in the same order)."""

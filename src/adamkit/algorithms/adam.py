@@ -12,12 +12,9 @@ from adamkit.algorithms.common import (
     as_float,
     betas,
     bias_correction,
-    check_betas,
+    check_adam_family,
     check_bool,
     check_choice,
-    check_eps,
-    check_lr,
-    check_weight_decay,
     complete_with_decoupled_flag,
     update_first_moment,
     update_second_moment,
@@ -41,11 +38,8 @@ class AdamRule(Rule):
     name = "Adam"
 
     def validate(self, group: Group) -> None:
-        check_lr(group)
-        check_eps(group)
-        check_betas(group)
-        check_weight_decay(group)
-        for flag in ("amsgrad", "maximize", "bias_correction", "decoupled_weight_decay"):
+        check_adam_family(group)
+        for flag in ("amsgrad", "bias_correction", "decoupled_weight_decay"):
             check_bool(group, flag)
         check_choice(group, "eps_mode", ("paper", "efficient"))
         check_choice(group, "amsgrad_max", ("raw", "corrected"))
@@ -61,48 +55,62 @@ class AdamRule(Rule):
         return (*names, "max_exp_avg_sq") if options.amsgrad else names
 
     def scalars(self, group: Group, state: State, options: AdamOptions) -> Scalars:
-        beta1, beta2 = betas(group)
-        step = state["step"].item()
-        if group["bias_correction"]:
-            bias_correction1 = bias_correction(beta1, step)
-            bias_correction2 = bias_correction(beta2, step)
-        else:
-            bias_correction1 = bias_correction2 = 1.0
-        bias_correction2_sqrt = bias_correction2**0.5
-        eps = as_float("eps", group["eps"])
-        if group["eps_mode"] == "efficient":
-            # α·sqrt(1−β2^t)/(1−β1^t)·m/(sqrt(v) + ε̂) is the paper form with ε = ε̂/sqrt(1−β2^t)
-            eps /= bias_correction2_sqrt
-        return {
-            "beta1": beta1,
-            "beta2": beta2,
-            "step_size": as_float("lr", group["lr"]) / bias_correction1,
-            "bias_correction2": bias_correction2,
-            "bias_correction2_sqrt": bias_correction2_sqrt,
-            "eps": eps,
-            "weight_decay": weight_decay_scalar(group, options.weight_decay_mode),
-        }
+        return adam_scalars(group, state, options.weight_decay_mode, group["bias_correction"])
 
     def update(
         self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: AdamOptions
     ) -> None:
         grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        update_first_moment(exp_avg, grad, scalars["beta1"])
-        update_second_moment(exp_avg_sq, grad, scalars["beta2"])
-        if not options.amsgrad:
-            denom = exp_avg_sq.sqrt() / scalars["bias_correction2_sqrt"]
-        elif options.amsgrad_max == "raw":
-            max_exp_avg_sq = state["max_exp_avg_sq"]
-            torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-            denom = max_exp_avg_sq.sqrt() / scalars["bias_correction2_sqrt"]
-        else:
-            max_exp_avg_sq = state["max_exp_avg_sq"]
-            torch.maximum(
-                max_exp_avg_sq, exp_avg_sq / scalars["bias_correction2"], out=max_exp_avg_sq
-            )
-            denom = max_exp_avg_sq.sqrt()
-        param.addcdiv_(exp_avg, denom.add_(scalars["eps"]), value=-scalars["step_size"])
+        denom = update_moments(grad, state, scalars, options)
+        param.addcdiv_(state["exp_avg"], denom, value=-scalars["step_size"])
+
+
+def adam_scalars(
+    group: Group, state: State, weight_decay_mode: str | None, corrected: bool = True
+) -> dict[str, Any]:
+    """Adam's numbers at this step: betas, step size γ/(1−β1^t), the second moment's
+    correction 1−β2^t and ε in the group's ``eps_mode`` (all corrections 1 when not
+    ``corrected``), and the weight-decay scalar. Shared by the rules built on Adam's step."""
+    beta1, beta2 = betas(group)
+    step = state["step"].item()
+    if corrected:
+        bias_correction1 = bias_correction(beta1, step)
+        bias_correction2 = bias_correction(beta2, step)
+    else:
+        bias_correction1 = bias_correction2 = 1.0
+    bias_correction2_sqrt = bias_correction2**0.5
+    eps = as_float("eps", group["eps"])
+    if group["eps_mode"] == "efficient":
+        # α·sqrt(1−β2^t)/(1−β1^t)·m/(sqrt(v) + ε̂) is the paper form with ε = ε̂/sqrt(1−β2^t)
+        eps /= bias_correction2_sqrt
+    return {
+        "beta1": beta1,
+        "beta2": beta2,
+        "step_size": as_float("lr", group["lr"]) / bias_correction1,
+        "bias_correction2": bias_correction2,
+        "bias_correction2_sqrt": bias_correction2_sqrt,
+        "eps": eps,
+        "weight_decay": weight_decay_scalar(group, weight_decay_mode),
+    }
+
+
+def update_moments(grad: Tensor, state: State, scalars: Scalars, options: AdamOptions) -> Tensor:
+    """Advance m and v (and AMSGrad's maximum) in place; return Adam's denominator
+    sqrt(v̂) + ε as a new tensor. The step is then θ ← θ − step_size·m/denominator."""
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    update_first_moment(exp_avg, grad, scalars["beta1"])
+    update_second_moment(exp_avg_sq, grad, scalars["beta2"])
+    if not options.amsgrad:
+        denom = exp_avg_sq.sqrt() / scalars["bias_correction2_sqrt"]
+    elif options.amsgrad_max == "raw":
+        max_exp_avg_sq = state["max_exp_avg_sq"]
+        torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        denom = max_exp_avg_sq.sqrt() / scalars["bias_correction2_sqrt"]
+    else:
+        max_exp_avg_sq = state["max_exp_avg_sq"]
+        torch.maximum(max_exp_avg_sq, exp_avg_sq / scalars["bias_correction2"], out=max_exp_avg_sq)
+        denom = max_exp_avg_sq.sqrt()
+    return denom.add_(scalars["eps"])
 
 
 class AdamWRule(AdamRule):

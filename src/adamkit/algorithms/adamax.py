@@ -12,12 +12,8 @@ from adamkit.algorithms.common import (
     as_float,
     betas,
     bias_correction,
-    check_betas,
-    check_bool,
+    check_adam_family,
     check_choice,
-    check_eps,
-    check_lr,
-    check_weight_decay,
     update_first_moment,
     weight_decay_mode,
     weight_decay_scalar,
@@ -39,11 +35,7 @@ class AdamaxRule(Rule):
     name = "Adamax"
 
     def validate(self, group: Group) -> None:
-        check_lr(group)
-        check_eps(group)
-        check_betas(group)
-        check_weight_decay(group)
-        check_bool(group, "maximize")
+        check_adam_family(group)
         check_choice(group, "eps_mode", EPS_MODES)
 
     def options(self, group: Group) -> AdamaxOptions:

@@ -72,6 +72,15 @@ def check_weight_decay(group: Group) -> None:
         raise ValueError("decoupled_weight_decay=True contradicts weight_decay_mode='l2'")
 
 
+def check_adam_family(group: Group) -> None:
+    """The checks every Adam-family rule shares: lr, eps, betas, weight decay, maximize."""
+    check_lr(group)
+    check_eps(group)
+    check_betas(group)
+    check_weight_decay(group)
+    check_bool(group, "maximize")
+
+
 # ---------------------------------------------------------------- weight decay
 
 

@@ -12,13 +12,10 @@ from adamkit.algorithms.common import (
     as_float,
     betas,
     bias_correction,
+    check_adam_family,
     check_at_least_zero,
-    check_betas,
     check_bool,
     check_choice,
-    check_eps,
-    check_lr,
-    check_weight_decay,
     complete_with_decoupled_flag,
     update_first_moment,
     update_second_moment,
@@ -41,13 +38,9 @@ class NAdamRule(Rule):
     scalar_state_names = ("mu_product",)
 
     def validate(self, group: Group) -> None:
-        check_lr(group)
-        check_eps(group)
-        check_betas(group)
-        check_weight_decay(group)
+        check_adam_family(group)
         check_at_least_zero(group, "momentum_decay")
-        for flag in ("maximize", "decoupled_weight_decay"):
-            check_bool(group, flag)
+        check_bool(group, "decoupled_weight_decay")
         check_choice(group, "mu_schedule", ("dozat", "constant"))
 
     def complete(self, group: dict[str, Any], defaults: Group) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from torch import Tensor
 
@@ -106,6 +106,17 @@ class SGDRule(Rule):
         param.add_(buffer, alpha=-scalars["step_size"])
 
 
+class SGDWRule(SGDRule):
+    """SGD's math, with weight decay always decoupled."""
+
+    name = "SGDW"
+
+    def validate(self, group: Group) -> None:
+        super().validate(group)
+        if group["weight_decay_mode"] == "l2":
+            raise ValueError("SGDW decouples weight decay: weight_decay_mode='l2' is SGD's")
+
+
 class SGD(RuleOptimizer):
     r"""Stochastic gradient descent, with momentum and Nesterov momentum.
 
@@ -179,3 +190,49 @@ class SGD(RuleOptimizer):
             "weight_decay_mode": weight_decay_mode,
         }
         super().__init__(params, defaults, backend=backend)
+
+
+class SGDW(SGD):
+    r"""SGDW: SGD with momentum and decoupled weight decay (Loshchilov & Hutter, *Decoupled
+    Weight Decay Regularization*, ICLR 2019, Algorithm 1).
+
+    With schedule multiplier :math:`\eta_t` (the group's lr over its peak lr, as an LR
+    scheduler sets it), base lr α, momentum β1 and weight decay λ:
+
+    .. math::
+        m_t = \beta_1 m_{t-1} + \eta_t \alpha\, g_t, \quad
+        \theta_t = \theta_{t-1} - m_t - \eta_t \lambda\, \theta_{t-1}
+
+    i.e. :class:`SGD` with ``momentum_form="sutskever"`` (the lr inside the buffer) and
+    ``weight_decay_mode="decoupled_schedule"`` (the decay scaled by η_t only, not by the
+    lr). The paper trains with β1 = 0.9 and λ = λ_norm/sqrt(batches per run), about 1e-4 on
+    CIFAR-10; these are the defaults. ``weight_decay_mode="decoupled_lr"`` scales the decay
+    by the lr instead, like torch's AdamW. Other keyword arguments as :class:`SGD`.
+    """
+
+    rule = SGDWRule()
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0.9,
+        dampening: float = 0.0,
+        weight_decay: float = 1e-4,
+        nesterov: bool = False,
+        *,
+        momentum_form: str = "sutskever",
+        weight_decay_mode: str = "decoupled_schedule",
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            momentum,
+            dampening,
+            weight_decay,
+            nesterov,
+            momentum_form=momentum_form,
+            weight_decay_mode=weight_decay_mode,
+            **options,
+        )

@@ -5,7 +5,7 @@ The readable reference the fused backend is checked against.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import torch
@@ -14,15 +14,16 @@ from torch import Tensor
 from adamkit.rule import Group, Rule, scalar_dtype
 
 
-def real_view(tensor: Tensor) -> Tensor:
-    """Complex tensors as their real (…, 2) views; the element-wise math is then the same."""
-    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
+def real_view(value: Any) -> Any:
+    """Complex tensors as their real (…, 2) views; the element-wise math is then the same.
+    Other state values (plain numbers) pass through."""
+    return torch.view_as_real(value) if isinstance(value, Tensor) and value.is_complex() else value
 
 
 def step_group(
     rule: Rule,
     group: Group,
-    params: Iterable[Tensor],
+    params: Sequence[Tensor],
     states: MutableMapping[Tensor, dict[str, Any]],
 ) -> None:
     """One step of ``rule`` for ``params`` (all with a gradient) of ``group``."""
@@ -36,10 +37,15 @@ def step_group(
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
         state["step"] += 1
+    rule.prepare_group(group, params, states, options)
+    sums = []
+    for param in params:
+        state = states[param]
         scalars = rule.scalars(group, state, options)
         for name in state_names:
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
         grad = -param.grad if group["maximize"] else param.grad
         views = {name: real_view(value) for name, value in state.items()}
-        rule.update(real_view(param), real_view(grad), views, scalars, options)
+        sums.append(rule.update(real_view(param), real_view(grad), views, scalars, options))
+    rule.finish_group(group, params, states, sums, options)
