@@ -127,31 +127,29 @@ def test_switch_does_not_depend_on_the_order_of_params(dtype):
 
 def test_never_switches_back_and_steps_as_sgd_with_momentum():
     """After the switch the phase stays, and each step is m ← β1·m + (1−β1)·g,
-    θ ← θ − Λ·(lr_t/lr_s)·m, with the lr halved by a scheduler after the switch."""
+    θ ← θ − Λ·(lr_t/lr_s)·m, with torch's StepLR halving the lr every 100 steps (A7)."""
     params = leaves(torch.float64)
     optimizer = adamkit.SWATS(params, **HYPER)
-    script = normal_script(STEPS, torch.float64)
-    first = None
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=100, gamma=0.5)
     beta1 = HYPER["betas"][0]
-    for t, grads in enumerate(script, start=1):
-        if first is not None and t == first.step + 10:
-            for group in optimizer.param_groups:
-                group["lr"] = HYPER["lr"] / 2
-        before = [(p.detach().clone(), optimizer.state[p].get("exp_avg")) for p in params]
-        before = [(b, m.clone() if m is not None else None) for b, m in before]
+    first = None
+    for grads in normal_script(STEPS, torch.float64):
+        before = [p.detach().clone() for p in params]
+        momenta = [optimizer.state[p]["exp_avg"].clone() if first else None for p in params]
+        lr = optimizer.param_groups[0]["lr"]
         for p, g in zip(params, grads, strict=True):
             p.grad = g.clone()
         optimizer.step()
+        scheduler.step()
         point = optimizer.switch_point(params[0])
         if first is None:
             first = point
             continue
         assert point == first
-        scale = first.sgd_lr * optimizer.param_groups[0]["lr"] / first.lr
-        for p, g, (theta, exp_avg) in zip(params, grads, before, strict=True):
-            momentum = beta1 * exp_avg + (1 - beta1) * g
-            torch.testing.assert_close(p.detach(), theta - scale * momentum, rtol=1e-14, atol=0)
-    assert first is not None
+        for p, g, theta, m in zip(params, grads, before, momenta, strict=True):
+            expected = theta - first.sgd_lr * lr / first.lr * (beta1 * m + (1 - beta1) * g)
+            torch.testing.assert_close(p.detach(), expected, rtol=1e-14, atol=0)
+    assert first is not None and first.lr == HYPER["lr"] / 2 and first.step < 200
 
 
 @pytest.mark.parametrize("at", [40, 200])
