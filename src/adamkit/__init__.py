@@ -3,6 +3,7 @@
 Exact to the papers, drop-in for torch.optim.
 """
 
+from adamkit import schedules
 from adamkit.algorithms.adagrad import Adagrad
 from adamkit.algorithms.adam import Adam, AdamW, AMSGrad
 from adamkit.algorithms.adamax import Adamax
@@ -12,6 +13,7 @@ from adamkit.algorithms.rmsprop import RMSprop
 from adamkit.algorithms.sgd import SGD, SGDW
 from adamkit.algorithms.swats import SWATS, SwitchPoint
 from adamkit.optimizer import RuleOptimizer
+from adamkit.param_groups import weight_decay_groups
 from adamkit.rule import Rule
 
 __all__ = [
@@ -30,5 +32,7 @@ __all__ = [
     "RuleOptimizer",
     "SwitchPoint",
     "normalize_vectors_",
+    "schedules",
+    "weight_decay_groups",
 ]
 __version__ = "0.1.0"
