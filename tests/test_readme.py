@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 import adamkit
@@ -29,3 +30,16 @@ def test_paper_form_examples_construct_what_they_say():
         code = line.split("#")[0].strip()
         optimizer = eval(code, {"adamkit": adamkit, "params": params})
         assert type(optimizer).__name__ == code.split("(")[0].split(".")[1]
+
+
+def test_generalization_example_builds_what_it_says():
+    namespace: dict = {}
+    exec(python_blocks()[2], namespace)
+    decayed, not_decayed = namespace["optimizer"].param_groups
+    # λ_norm = 0.05, b = 128, B = 12 800, T_0 = 10 epochs: 0.05·sqrt(128 / 128 000)
+    assert decayed["weight_decay"] == pytest.approx(0.05 * 0.001**0.5, rel=1e-15)
+    assert not_decayed["weight_decay"] == 0.0
+    assert [p.ndim for p in not_decayed["params"]] == [1, 1]
+    assert namespace["swats"].switch_point(namespace["model"][0].weight) is None
+    for weight in (namespace["model"][0].weight, namespace["model"][2].weight):
+        torch.testing.assert_close(weight.detach().norm(dim=1), torch.ones(len(weight)))
