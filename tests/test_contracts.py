@@ -148,6 +148,7 @@ def test_param_groups_equal_separate_optimizers(info):
 
 @pytest.mark.parametrize("info", RECORDS)
 def test_tiny_lr_group_stays_while_other_group_trains(info):
+    """Without weight decay (SGDW's default decays by η_t·λ, whatever the lr)."""
     still, moving = leaves(torch.float32)[:2]
     before_still, before_moving = still.detach().clone(), moving.detach().clone()
     optimizer = info.cls(

@@ -136,13 +136,29 @@ def test_non_unit_vectors_are_refused_until_normalized():
     adamkit.NDAdam(model.parameters())
 
 
-def test_a_zero_vector_does_not_divide_by_zero():
-    """normalize_vectors_ leaves a zero vector at 0 (no NaN), and the optimizer refuses it (F4)."""
-    weight = torch.zeros(2, 3, requires_grad=True)
+def test_a_zero_vector_stays_zero_then_joins_the_sphere():
+    """normalize_vectors_ leaves a zero row at 0 (no NaN); the optimizer accepts it (an
+    embedding's padding row), keeps it at 0 under a zero gradient and puts it on the unit
+    sphere at its first non-zero gradient (F4)."""
+    weight = torch.ones(3, 4, requires_grad=True)
+    with torch.no_grad():
+        weight[1] = 0.0
     adamkit.normalize_vectors_([weight])
-    assert torch.equal(weight, torch.zeros(2, 3))
-    with pytest.raises(ValueError, match="vector norms from 0 to 0"):
-        adamkit.NDAdam([weight])
+    assert torch.isfinite(weight).all() and not weight[1].any()
+    optimizer = adamkit.NDAdam([weight], lr=0.1)
+    for row_grad in (0.0, 1.0):
+        weight.grad = torch.ones(3, 4)
+        weight.grad[1] = row_grad
+        optimizer.step()
+        assert torch.isfinite(weight).all()
+        norms = weight.detach().norm(dim=1)
+        expected = [1.0, row_grad, 1.0]
+        torch.testing.assert_close(norms, torch.tensor(expected), rtol=1e-6, atol=0)
+
+
+def test_meta_params_are_accepted():
+    """No data to check on the meta device (models built before materialising)."""
+    adamkit.NDAdam([torch.empty(4, 3, device="meta", requires_grad=True)])
 
 
 @pytest.mark.parametrize(
@@ -150,7 +166,7 @@ def test_a_zero_vector_does_not_divide_by_zero():
     [
         ((2,), r"Invalid vec_axes \(2,\) for parameter 1 of the group: it has 2 dimensions"),
         ((-3,), r"Invalid vec_axes \(-3,\) for parameter 1 of the group: it has 2 dimensions"),
-        ((1, -1), r"Invalid vec_axes \(1, -1\) for parameter 1 of the group: it has 2 dim"),
+        ((1, -1), r"Invalid vec_axes \(1, -1\) for parameter 1 .* must be distinct dims"),
     ],
 )
 def test_vec_axes_out_of_range_name_the_param_and_its_dims(vec_axes, match):

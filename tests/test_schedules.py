@@ -489,3 +489,33 @@ def test_resume_from_state_dicts_equals_uninterrupted(make, resume_at):
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     assert first + train(optimizer, scheduler, 30 - resume_at) == uninterrupted
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.05), id="torch.Adam"),
+        pytest.param(lambda p: torch.optim.SGD(p, lr=0.01, weight_decay=0.05), id="torch.SGD"),
+        pytest.param(lambda p: adamkit.Adam(p, lr=0.01, weight_decay=0.05), id="adamkit.Adam"),
+    ],
+)
+def test_normalized_weight_decay_refuses_l2_groups(make):
+    """L2 decay is added to the gradient: no coefficient makes it η_t·λ_i (Proposition 2)."""
+    optimizer = make([torch.zeros(3, requires_grad=True)])
+    with pytest.raises(ValueError, match=r"param group 0 adds weight_decay=0\.05 .*\(L2\)"):
+        WarmRestarts(optimizer, 2, batch_size=128, dataset_size=50_000)
+
+
+def test_normalized_weight_decay_refuses_an_lr_scaled_group_with_lr_zero():
+    optimizer = torch.optim.AdamW([torch.zeros(3, requires_grad=True)], lr=0.0, weight_decay=0.05)
+    with pytest.raises(ValueError, match=r"param group 0 has initial_lr 0"):
+        WarmRestarts(optimizer, 2, batch_size=128, dataset_size=50_000)
+
+
+def test_normalized_weight_decay_with_a_tensor_lr_stays_a_float():
+    lr = torch.tensor(0.01, dtype=torch.float64)
+    optimizer = adamkit.AdamW([torch.zeros(3, requires_grad=True)], lr=lr, weight_decay=0.05)
+    WarmRestarts(optimizer, 2, batch_size=128, dataset_size=50_000)
+    decay = optimizer.param_groups[0]["weight_decay"]
+    assert type(decay) is float
+    assert decay == pytest.approx(0.05 * math.sqrt(128 / (50_000 * 2)) / 0.01, rel=1e-15)

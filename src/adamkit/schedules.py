@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from torch.optim import Optimizer
+from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from adamkit.algorithms.common import as_float
@@ -126,8 +126,12 @@ class WarmRestarts(LRScheduler):
         λ_i = λ_norm·sqrt(b / (B·T_i))          (:func:`normalized_weight_decay`)
 
     applied as η_t·λ_i. Groups in adamkit's ``weight_decay_mode="decoupled_schedule"`` (the
-    paper's decay) get ``weight_decay = λ_i``; every other group, e.g. torch's AdamW which
-    decays by lr_t·weight_decay, gets ``λ_i / initial_lr``, so that lr_t·weight_decay = η_t·λ_i.
+    paper's decay) get ``weight_decay = λ_i``; groups whose decay is scaled by the lr
+    (``"decoupled_lr"``, torch's AdamW) get ``λ_i / initial_lr``, so that
+    lr_t·weight_decay = η_t·λ_i. A group with L2 weight decay (added to the gradient: torch's
+    Adam, SGD, ..., adamkit's ``"l2"``) is refused with a ``ValueError``: no L2 coefficient
+    reproduces decoupled decay for adaptive methods (the paper's Proposition 2). Groups with
+    weight decay 0 stay 0.
 
     Args:
         optimizer: any ``torch.optim.Optimizer``.
@@ -216,14 +220,37 @@ class WarmRestarts(LRScheduler):
 
     def _set_weight_decay(self) -> None:
         epochs = self.T_i
-        for group in self.optimizer.param_groups:
+        for index, group in enumerate(self.optimizer.param_groups):
             # read at the first step, like torch's initial_lr; a resumed optimizer keeps it
             norm = group.setdefault("weight_decay_norm", group["weight_decay"])
             decay = normalized_weight_decay(norm, self.batch_size, self.dataset_size, epochs)
-            # lr-scaled decay: lr_t·(λ_i/initial_lr) = η_t·λ_i; a zero decay stays 0 at lr 0
-            if decay and group.get("weight_decay_mode") != "decoupled_schedule":
-                decay /= group["initial_lr"]
+            if decay:
+                mode = self._decay_mode(group)
+                if mode == "l2":
+                    raise ValueError(
+                        f"normalized weight decay is decoupled weight decay, but param group "
+                        f"{index} adds weight_decay={norm} to the gradient (L2): use AdamW or "
+                        f"SGDW, or weight_decay_mode='decoupled_schedule'"
+                    )
+                if mode == "decoupled_lr":
+                    # torch's decay lr_t·(λ_i/initial_lr) = η_t·λ_i
+                    initial_lr = as_float("initial_lr", group["initial_lr"])
+                    if initial_lr == 0.0:
+                        raise ValueError(
+                            f"param group {index} has initial_lr 0, so its decay lr·weight_decay "
+                            f"cannot follow η_t·λ: use weight_decay_mode='decoupled_schedule'"
+                        )
+                    decay /= initial_lr
             group["weight_decay"] = decay
+
+    def _decay_mode(self, group: dict[str, Any]) -> str:
+        """How the group's optimizer applies ``weight_decay``: adamkit's mode, or for
+        torch.optim's optimizers ``"decoupled_lr"`` (AdamW, ``decoupled_weight_decay=True``)
+        or ``"l2"`` (every other)."""
+        if "weight_decay_mode" in group:
+            return group["weight_decay_mode"]
+        decoupled = group.get("decoupled_weight_decay") or isinstance(self.optimizer, AdamW)
+        return "decoupled_lr" if decoupled else "l2"
 
 
 # ---------------------------------------------------------------- one-cycle

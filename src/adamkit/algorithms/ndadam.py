@@ -57,7 +57,8 @@ def normalize_vectors_(params: nn.Module | Iterable[Tensor], vec_axes: VecAxes =
 
 def check_vec_axes(group: Group) -> None:
     """vec_axes is None or a sequence of distinct ints within every param's dims, and every
-    param made of vectors starts with unit-norm vectors."""
+    vector starts with unit norm, or at 0 (an all-zero row, such as an embedding's padding
+    row, which stays 0 until its gradient is not)."""
     vec_axes = group["vec_axes"]
     if vec_axes is not None and (
         isinstance(vec_axes, (str, bytes))
@@ -72,15 +73,15 @@ def check_vec_axes(group: Group) -> None:
         ):
             raise ValueError(
                 f"Invalid vec_axes {tuple(vec_axes)} for parameter {index} of the group: "
-                f"it has {param.ndim} dimensions"
+                f"it has {param.ndim} dimensions (the axes must be distinct dims of it)"
             )
         axes = vector_axes(param.ndim, vec_axes)
-        if not axes or param.numel() == 0:
+        if not axes or param.numel() == 0 or param.is_meta:
             continue
         with torch.no_grad():
             norms = vector_norms(param.detach(), axes).double()
         tolerance = max(1e-3, 4 * torch.finfo(param.dtype).eps)
-        if not torch.all((norms - 1).abs() <= tolerance):
+        if not torch.all(((norms - 1).abs() <= tolerance) | (norms == 0)):
             raise ValueError(
                 f"NDAdam needs unit-norm weight vectors: parameter {index} of the group "
                 f"(shape {tuple(param.shape)}) has vector norms from {norms.min().item():.4g} "
@@ -165,9 +166,14 @@ class NDAdam(RuleOptimizer):
     ``eps_mode`` and weight decay; weight decay does not apply to the vectors.
 
     The vectors must start with unit norm: building the optimizer, or adding a group,
-    refuses a param whose vectors are not (within 1e-3) with a ``ValueError`` that names it;
-    :func:`normalize_vectors_` normalises a model's vectors first. The gradient is not
-    modified; complex params are refused.
+    refuses a param whose vectors are not (within max(1e-3, 4 × the dtype's machine
+    epsilon)) with a ``ValueError`` that names it; :func:`normalize_vectors_` normalises a
+    model's vectors first. An all-zero vector is accepted: it stays 0 until it gets a non-zero
+    gradient, and is on the sphere after that step. Put params that are not hidden units'
+    weights, such as embedding tables, in a group with ``vec_axes=()``. Each step ends with
+    the renormalisation, so even a zero gradient can move a vector by a rounding error. The
+    gradient is not modified; complex params are refused. In float16 the per-vector sum of
+    squares overflows above 65504: keep float32 params (with autocast) for ND-Adam.
 
     Args:
         params: iterable of tensors or of dicts defining param groups.

@@ -111,6 +111,8 @@ class SWATSRule(Rule):
             param.add_(exp_avg, alpha=-scalars["sgd_lr"])
             return None
         denom = update_moments(grad, state, scalars, ADAM_PHASE)
+        # the step is applied as Adam applies it (bit for bit in every dtype) and computed
+        # again for the projections: the same numbers in float32 and float64
         param.addcdiv_(exp_avg, denom, value=-scalars["step_size"])
         step = exp_avg.mul(-scalars["step_size"]).div_(denom)
         return {
@@ -208,8 +210,12 @@ class SWATS(RuleOptimizer):
     where :math:`\mathrm{lr}_k` is the group's lr now and :math:`\mathrm{lr}_s` its lr at the
     switch: an LR scheduler keeps acting after the switch, scaling Λ by the factor it applied
     since. It never switches back. The momentum is stored in EMA form,
-    ``exp_avg`` = :math:`(1-\beta_1) v` (the same numbers); Adam's ``exp_avg_sq`` is kept but
-    no longer read.
+    ``exp_avg`` = :math:`m = (1-\beta_1) v`, updated as
+    :math:`m_k = \beta_1 m_{k-1} + (1-\beta_1) g_k` and stepped as
+    :math:`w_k = w_{k-1} - \Lambda (\mathrm{lr}_k/\mathrm{lr}_s) m_k`: the same numbers for a
+    constant β1; when a scheduler changes β1 after the switch (OneCycle cycling momentum),
+    a new β1 weighs the new gradient, as in Adam's m, instead of rescaling the whole sum.
+    Adam's ``exp_avg_sq`` is kept but no longer read.
 
     ``p`` and ``g`` are the whole group's flattened step and gradient (the paper's global
     switch; the sums are exact, so the params' order does not matter), or each tensor's own
