@@ -388,6 +388,7 @@ OPTIM_DB += [
             # each tensor on its own: they switch at steps 5, 4 and 145
             {"granularity": "tensor", "switch_tolerance": 3e-4},
             {"granularity": "tensor", "switch_tolerance": 1e-4, "eps_mode": "paper"},
+            {"granularity": "global", "switch_tolerance": 1.2e-4, **WD},
         ],
         error_inputs=[
             *ADAM_ERRORS[:-2],
@@ -404,7 +405,7 @@ OPTIM_DB += [
             ErrorInput(
                 {"granularity": "layer"},
                 ValueError,
-                r"Invalid granularity: 'layer', expected one of \('group', 'tensor'\)",
+                r"Invalid granularity: 'layer', expected one of \('group', 'tensor', 'global'\)",
             ),
         ],
     ),

@@ -175,3 +175,9 @@ def test_vec_axes_out_of_range_name_the_param_and_its_dims(vec_axes, match):
     adamkit.normalize_vectors_([first], vec_axes)
     with pytest.raises(ValueError, match=match):
         adamkit.NDAdam([first, torch.ones(2, 1, requires_grad=True)], vec_axes=vec_axes)
+
+
+def test_normalize_vectors_checks_explicit_axes():
+    """normalize_vectors_ refuses what NDAdam refuses: a 1-D bias under vec_axes=(1,)."""
+    with pytest.raises(ValueError, match=r"Invalid vec_axes \(1,\) for parameter 1: it has 1"):
+        adamkit.normalize_vectors_([torch.ones(2, 3), torch.ones(3)], vec_axes=(1,))

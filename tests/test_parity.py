@@ -17,6 +17,8 @@ def reference_kwargs(config):
     kwargs = {k: float(v) if isinstance(v, torch.Tensor) else v for k, v in config.items()}
     if kwargs.pop("decoupled_weight_decay", False):
         kwargs["weight_decay_mode"] = "decoupled_lr"
+    if kwargs.get("granularity") == "global":
+        kwargs["granularity"] = "group"  # one group: SWATS' global switch is the group's
     return kwargs
 
 

@@ -211,3 +211,77 @@ def test_zero_gradients_leave_the_estimate_alone():
         assert state["sgd_lr_average"] == 0.0 and state["switch_step"] == 0
         assert torch.isfinite(p).all()
     assert optimizer.switch_point(params[0]) is None
+
+
+def test_global_switch_spans_the_groups():
+    """granularity="global" over two groups equals one group holding every param, bit for
+    bit; two groups with "group" granularity switch on their own, at other steps."""
+    script = normal_script(STEPS, torch.float64)
+    one, split, per_group = leaves(torch.float64), leaves(torch.float64), leaves(torch.float64)
+    optimizers = [
+        adamkit.SWATS(one, **HYPER),
+        adamkit.SWATS(
+            [{"params": split[:1]}, {"params": split[1:]}], granularity="global", **HYPER
+        ),
+        adamkit.SWATS([{"params": per_group[:1]}, {"params": per_group[1:]}], **HYPER),
+    ]
+    for optimizer, params in zip(optimizers, (one, split, per_group), strict=True):
+        run(optimizer, params, script)
+    points = [
+        [opt.switch_point(p) for p in params]
+        for opt, params in zip(optimizers, (one, split, per_group), strict=True)
+    ]
+    assert points[0][0] is not None and points[1] == points[0]
+    for a, b in zip(one, split, strict=True):
+        assert torch.equal(a, b)
+    assert points[2][0] != points[2][1]
+
+
+def test_global_switch_with_weight_decay_groups():
+    """The whole model switches at once although weight_decay_groups splits it, each group
+    scaling Λ by its own lr."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    groups = adamkit.weight_decay_groups(model, 1e-2)
+    groups[1]["lr"] = 2e-2
+    optimizer = adamkit.SWATS(
+        groups,
+        lr=1e-2,
+        betas=(0.9, 0.9),
+        switch_tolerance=3e-3,
+        weight_decay_mode="decoupled_lr",
+        granularity="global",
+    )
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+    y = x.sum(dim=1, keepdim=True).sin()
+    for _ in range(300):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+    points = {name: optimizer.switch_point(p) for name, p in model.named_parameters()}
+    assert len({(p.step, p.sgd_lr) for p in points.values() if p is not None}) == 1, points
+    assert None not in points.values()
+    assert {p.lr for p in points.values()} == {1e-2, 2e-2}
+
+
+def test_a_late_param_of_a_global_group_uses_its_own_groups_lr():
+    """Under "global", a param that starts after the switch in a group none of whose params
+    had stepped takes the group's current lr as its lr at the switch: its SGD lr starts at Λ."""
+    params = leaves(torch.float64)
+    optimizer = adamkit.SWATS(
+        [{"params": params[:2]}, {"params": params[2:], "lr": 2e-2}],
+        granularity="global",
+        **HYPER,
+    )
+    script = normal_script(STEPS, torch.float64)
+    for t, grads in enumerate(script, start=1):  # noqa: B007 (t is the next step's index)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = None if p is params[2] else g.clone()
+        optimizer.step()
+        if optimizer.switch_point(params[0]) is not None:
+            break
+    params[2].grad = script[t][2].clone()
+    optimizer.step()
+    point = optimizer.switch_point(params[2])
+    assert (point.step, point.sgd_lr) == optimizer.switch_point(params[0])[:2]
+    assert point.lr == 2e-2 and optimizer.switch_point(params[0]).lr == HYPER["lr"]

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from adamkit.backends import get_backend
-from adamkit.rule import Rule, scalar_dtype
+from adamkit.rule import GroupStep, Rule, scalar_dtype
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
 
@@ -103,7 +103,11 @@ class RuleOptimizer(torch.optim.Optimizer):
                     raise RuntimeError(f"{self.rule.name} does not support sparse gradients")
                 if p.is_complex() and not self.rule.supports_complex:
                     raise RuntimeError(f"{self.rule.name} does not support complex parameters")
-        for group, params in zip(self.param_groups, with_grad, strict=True):
-            if params:
-                step_group(self.rule, group, params, self.state)
+        self.rule.prepare_step(self.param_groups, with_grad, self.state)
+        stepped = [
+            GroupStep(group, params, step_group(self.rule, group, params, self.state))
+            for group, params in zip(self.param_groups, with_grad, strict=True)
+            if params
+        ]
+        self.rule.finish_step(self.param_groups, stepped, self.state)
         return loss

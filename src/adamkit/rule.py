@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -23,9 +23,18 @@ from torch import Tensor
 Group = Mapping[str, Any]
 State = dict[str, Any]
 Scalars = Mapping[str, Any]
-# What an update returns for a group-level decision: named partial sums over its param,
-# added up over the group by :meth:`Rule.finish_group` (SWATS' projections)
+# What an update returns for a decision over many params: named partial sums over its
+# param, added up by :meth:`Rule.finish_step` (SWATS' projections)
 Sums = Mapping[str, Tensor]
+
+
+class GroupStep(NamedTuple):
+    """One group's part of a step: the group, its params with a gradient, what each
+    param's update returned."""
+
+    group: Group
+    params: Sequence[Tensor]
+    sums: Sequence[Sums | None]
 
 
 def scalar_dtype() -> torch.dtype:
@@ -85,22 +94,25 @@ class Rule(ABC):
         parameter-shaped entries of ``state``. ``grad`` is read-only (already negated for
         ``maximize``); complex tensors arrive as their real views.
 
-        A rule that decides something over the whole group returns its partial sums over
-        this param; they reach :meth:`finish_group`."""
+        A rule that decides something over many params returns its partial sums over
+        this param; they reach :meth:`finish_step`."""
 
-    def prepare_group(  # noqa: B027 (an optional hook: most rules need none)
-        self, group: Group, params: Sequence[Tensor], states: Mapping[Tensor, State], options: Any
-    ) -> None:
-        """Before the group's updates, after each param's step counter advanced: set up the
-        group-level state of ``params`` (the group's params that have a gradient)."""
-
-    def finish_group(  # noqa: B027 (an optional hook: most rules need none)
+    def prepare_step(  # noqa: B027 (an optional hook: most rules need none)
         self,
-        group: Group,
-        params: Sequence[Tensor],
+        groups: Sequence[Group],
+        params: Sequence[Sequence[Tensor]],
         states: Mapping[Tensor, State],
-        sums: Sequence[Sums | None],
-        options: Any,
     ) -> None:
-        """After the group's updates: decide what depends on the whole group, from what each
-        update of ``params`` returned (in the same order)."""
+        """Before the step: set up state shared between params (SWATS' switch, which a
+        param that first gets a gradient late must join). ``params`` holds, per group, its
+        params with a gradient."""
+
+    def finish_step(  # noqa: B027 (an optional hook: most rules need none)
+        self,
+        groups: Sequence[Group],
+        stepped: Sequence[GroupStep],
+        states: Mapping[Tensor, State],
+    ) -> None:
+        """After every group's updates: decide what depends on more than one param, from
+        what each update returned. ``stepped`` holds, per group with gradients, the group,
+        its params with a gradient and their updates' sums (in the same order)."""

@@ -117,7 +117,7 @@ class WarmRestarts(LRScheduler):
     every :meth:`step`; when it reaches T_i the run restarts: T_cur ← 0, T_i ← T_i·T_mult, with
     T_0 the first period. Both are kept as whole numbers of batches, so nothing drifts. With
     ``steps_per_epoch=1`` the lrs are those of torch's ``CosineAnnealingWarmRestarts``, bit for
-    bit; with ``steps_per_epoch=n`` those of its ``step(epoch + i/n)``.
+    bit; with ``steps_per_epoch=n`` those of its ``step(epoch + i/n)`` up to rounding.
 
     With ``batch_size`` and ``dataset_size`` the weight decay is normalized (AdamWR): each
     group's ``weight_decay`` at construction is read as λ_norm and kept in

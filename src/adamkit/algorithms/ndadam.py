@@ -21,11 +21,19 @@ from adamkit.rule import Group, Rule, Scalars, State
 VecAxes = Sequence[int] | None
 
 
-def vector_axes(ndim: int, vec_axes: VecAxes) -> tuple[int, ...]:
+def vector_axes(ndim: int, vec_axes: VecAxes, name: str = "the param") -> tuple[int, ...]:
     """The axes that span one hidden unit's weight vector in a param of ``ndim`` dims, or ()
-    when the param is not made of vectors. ``None``: every dim but 0 for ``ndim`` >= 2."""
+    when the param is not made of vectors. ``None``: every dim but 0 for ``ndim`` >= 2.
+    Axes out of range or repeated raise a ``ValueError`` that names the param."""
     if vec_axes is None:
         return tuple(range(1, ndim)) if ndim >= 2 else ()
+    if any(not -ndim <= axis < ndim for axis in vec_axes) or len(
+        {axis % ndim for axis in vec_axes}
+    ) != len(vec_axes):
+        raise ValueError(
+            f"Invalid vec_axes {tuple(vec_axes)} for {name}: it has {ndim} dimensions "
+            f"(the axes must be distinct dims of it)"
+        )
     return tuple(sorted(axis % ndim for axis in vec_axes))
 
 
@@ -49,8 +57,8 @@ def normalize_vectors_(params: nn.Module | Iterable[Tensor], vec_axes: VecAxes =
     """
     if isinstance(params, nn.Module):
         params = params.parameters()
-    for param in params:
-        axes = vector_axes(param.ndim, vec_axes)
+    for index, param in enumerate(params):
+        axes = vector_axes(param.ndim, vec_axes, f"parameter {index}")
         if axes:
             normalize_(param, axes)
 
@@ -67,15 +75,7 @@ def check_vec_axes(group: Group) -> None:
     ):
         raise TypeError(f"vec_axes must be None or a sequence of ints, got {vec_axes!r}")
     for index, param in enumerate(group.get("params", ())):
-        if vec_axes is not None and (
-            any(not -param.ndim <= axis < param.ndim for axis in vec_axes)
-            or len(set(vector_axes(param.ndim, vec_axes))) != len(vec_axes)
-        ):
-            raise ValueError(
-                f"Invalid vec_axes {tuple(vec_axes)} for parameter {index} of the group: "
-                f"it has {param.ndim} dimensions (the axes must be distinct dims of it)"
-            )
-        axes = vector_axes(param.ndim, vec_axes)
+        axes = vector_axes(param.ndim, vec_axes, f"parameter {index} of the group")
         if not axes or param.numel() == 0 or param.is_meta:
             continue
         with torch.no_grad():

@@ -22,9 +22,9 @@ from adamkit.algorithms.common import (
     weight_decay_scalar,
 )
 from adamkit.optimizer import Params, RuleOptimizer
-from adamkit.rule import Group, Rule, Scalars, State, Sums
+from adamkit.rule import Group, GroupStep, Rule, Scalars, State, Sums
 
-GRANULARITIES = ("group", "tensor")
+GRANULARITIES = ("group", "tensor", "global")
 # Adam's step before the switch: plain Adam, the weight decay being applied by SWATS itself
 ADAM_PHASE = AdamOptions(weight_decay_mode=None, amsgrad=False, amsgrad_max="raw")
 # Per-param copies of the switch state: λ (the EMA of γ), Λ, the switch step (0 while in
@@ -48,7 +48,6 @@ class SwitchPoint(NamedTuple):
 
 class SWATSOptions(NamedTuple):
     weight_decay_mode: str | None
-    granularity: str
 
 
 class SWATSRule(Rule):
@@ -66,28 +65,36 @@ class SWATSRule(Rule):
             )
 
     def options(self, group: Group) -> SWATSOptions:
-        return SWATSOptions(weight_decay_mode(group), group["granularity"])
+        return SWATSOptions(weight_decay_mode(group))
 
     def state_names(self, options: SWATSOptions) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
-    def prepare_group(
+    def prepare_step(
         self,
-        group: Group,
-        params: Sequence[Tensor],
+        groups: Sequence[Group],
+        params: Sequence[Sequence[Tensor]],
         states: Mapping[Tensor, State],
-        options: SWATSOptions,
     ) -> None:
-        initial = SWITCH_STATE
-        if options.granularity == "group":
-            # a param that first gets a gradient late (unfrozen) joins its group's phase
-            for param in group["params"]:
+        # a param that first gets a gradient late (unfrozen) joins its peers' phase
+        for group, stepping in zip(groups, params, strict=True):
+            for param in stepping:
                 if param in states and "switch_step" in states[param]:
-                    initial = {name: states[param][name] for name in SWITCH_STATE}
-                    break
-        for param in params:
-            for name, value in initial.items():
-                states[param].setdefault(name, value)
+                    continue
+                # a peer of its own group first: the switch's lr is the group's
+                candidates = sorted(peers(groups, group, param), key=lambda p: p[0] is not group)
+                source_group, source = next(
+                    (
+                        (peer_group, states[peer])
+                        for peer_group, peer in candidates
+                        if peer in states and "switch_step" in states[peer]
+                    ),
+                    (group, SWITCH_STATE),
+                )
+                states[param].update({name: source[name] for name in SWITCH_STATE})
+                if source_group is not group and source["switch_step"]:
+                    # its group's lr at the switch is not known: it starts at Λ
+                    states[param]["switch_lr"] = as_float("lr", group["lr"])
 
     def scalars(self, group: Group, state: State, options: SWATSOptions) -> Scalars:
         if state["switch_step"]:
@@ -120,37 +127,55 @@ class SWATSRule(Rule):
             "step_dot_grad": torch.sum(step * grad, dtype=torch.float64),
         }
 
-    def finish_group(
+    def finish_step(
         self,
-        group: Group,
-        params: Sequence[Tensor],
+        groups: Sequence[Group],
+        stepped: Sequence[GroupStep],
         states: Mapping[Tensor, State],
-        sums: Sequence[Sums | None],
-        options: SWATSOptions,
     ) -> None:
-        if options.granularity == "group":
-            units = [(list(params), list(sums))]
-        else:
-            units = [([param], [part]) for param, part in zip(params, sums, strict=True)]
-        for unit, parts in units:
+        units: dict[Any, list[tuple[Group, Tensor, Sums | None]]] = {}
+        for group, params, sums in stepped:
+            granularity = group["granularity"]
+            for param, part in zip(params, sums, strict=True):
+                key = id(param) if granularity == "tensor" else id(group)
+                units.setdefault("global" if granularity == "global" else key, []).append(
+                    (group, param, part)
+                )
+        for members in units.values():
+            parts = [part for _, _, part in members]
             if any(part is None for part in parts):
                 continue  # already switched
-            decision = switch_decision(group, [states[param] for param in unit], parts)
+            group, param, _ = members[0]
+            decision = switch_decision(group, [states[p] for _, p, _ in members], parts)
             if decision is None:
                 continue
-            if options.granularity == "group":
-                unit = [p for p in group["params"] if p in states and "switch_step" in states[p]]
-            for param in unit:
-                states[param].update(decision)
-                if decision.get("switch_step"):
-                    states[param]["exp_avg"].zero_()
+            switched = "sgd_lr" in decision
+            for peer_group, peer in peers(groups, group, param):
+                if peer in states and "switch_step" in states[peer]:
+                    states[peer].update(decision)
+                    if switched:
+                        states[peer]["switch_lr"] = as_float("lr", peer_group["lr"])
+                        states[peer]["exp_avg"].zero_()
+
+
+def peers(groups: Sequence[Group], group: Group, param: Tensor) -> list[tuple[Group, Tensor]]:
+    """The params (with their groups) that share ``param``'s switch: itself
+    (``granularity="tensor"``), its group's, or those of every ``"global"`` group."""
+    granularity = group["granularity"]
+    if granularity == "tensor":
+        return [(group, param)]
+    if granularity == "group":
+        return [(group, p) for p in group["params"]]
+    chosen = [g for g in groups if g["granularity"] == "global"]
+    return [(g, p) for g in chosen for p in g["params"]]
 
 
 def switch_decision(
     group: Group, states: Sequence[State], parts: Sequence[Sums]
 ) -> dict[str, Any] | None:
-    """The new switch state of one unit (a group, or a tensor) after its Adam step, or None
-    when pᵀg = 0 leaves it as it was.
+    """The new switch state of one unit (a group, a tensor, or every "global" group) after
+    its Adam step, or None when pᵀg = 0 leaves it as it was. β2 and the tolerance are those
+    of ``group``, the unit's first group.
 
     γ_k = pᵀp/(−pᵀg) over the unit's whole step p and gradient g; λ_k = β2·λ_{k−1} +
     (1−β2)·γ_k; switch when k > 1, Λ = λ_k/(1−β2^k) > 0 and |Λ − γ_k| < tolerance. The sums
@@ -171,11 +196,7 @@ def switch_decision(
     decision: dict[str, Any] = {"sgd_lr_average": average}
     tolerance = as_float("switch_tolerance", group["switch_tolerance"])
     if step > 1 and corrected > 0.0 and abs(corrected - sgd_lr) < tolerance:
-        decision |= {
-            "sgd_lr": corrected,
-            "switch_step": step,
-            "switch_lr": as_float("lr", group["lr"]),
-        }
+        decision |= {"sgd_lr": corrected, "switch_step": step}
     return decision
 
 
@@ -185,8 +206,9 @@ class SWATS(RuleOptimizer):
     SGD with momentum for the rest of training.
 
     Adam phase, at step :math:`k` with gradient :math:`g_k` (negated when ``maximize``; plus
-    λθ for L2 weight decay), in Adam's efficient form (``eps_mode="efficient"``, the paper's;
-    ``"paper"`` gives :class:`adamkit.Adam`'s form):
+    λθ for L2 weight decay), in Adam's efficient form (``eps_mode="efficient"``, as the
+    implementations that transcribe the paper write it, the paper's own form being
+    unverified; ``"paper"`` gives :class:`adamkit.Adam`'s form):
 
     .. math::
         m_k &= \beta_1 m_{k-1} + (1-\beta_1) g_k, \quad
@@ -217,10 +239,13 @@ class SWATS(RuleOptimizer):
     a new β1 weighs the new gradient, as in Adam's m, instead of rescaling the whole sum.
     Adam's ``exp_avg_sq`` is kept but no longer read.
 
-    ``p`` and ``g`` are the whole group's flattened step and gradient (the paper's global
-    switch; the sums are exact, so the params' order does not matter), or each tensor's own
-    with ``granularity="tensor"``. A param that first gets a gradient after the group
-    switched joins the SGD phase with a zero momentum.
+    ``p`` and ``g`` are the whole group's flattened step and gradient (``granularity=
+    "group"``), each tensor's own (``"tensor"``), or those of every param of every group with
+    ``granularity="global"``: the paper's switch of the whole model, also when the model is
+    split into groups (say, by :func:`adamkit.weight_decay_groups`); its β2 and tolerance are
+    those of the first such group. The sums are exact, so the params' order does not matter.
+    A param that first gets a gradient after its peers switched joins the SGD phase with a
+    zero momentum.
 
     Args:
         params: iterable of tensors or of dicts defining param groups.
@@ -233,7 +258,7 @@ class SWATS(RuleOptimizer):
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         eps_mode: ``"efficient"`` or ``"paper"``, as in :class:`adamkit.Adam`.
         switch_tolerance: the switch test's threshold (the paper uses ε = 1e-9 for both).
-        granularity: ``"group"`` or ``"tensor"``.
+        granularity: ``"group"``, ``"tensor"`` or ``"global"``.
         backend: ``"eager"``.
 
     State, per param: ``step``, ``exp_avg``, ``exp_avg_sq``, and the switch as plain

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 from adamkit.backends import eager
 
-BACKENDS: dict[str, Callable[..., None]] = {"eager": eager.step_group}
+BACKENDS: dict[str, Callable[..., list]] = {"eager": eager.step_group}
 
 
-def get_backend(name: str) -> Callable[..., None]:
+def get_backend(name: str) -> Callable[..., list]:
     """The ``step_group`` function of the backend called ``name``."""
     if name not in BACKENDS:
         raise ValueError(f"Invalid backend: {name!r}, expected one of {tuple(BACKENDS)}")

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adamkit.rule import Group, Rule, scalar_dtype
+from adamkit.rule import Group, Rule, Sums, scalar_dtype
 
 
 def real_view(value: Any) -> Any:
@@ -25,8 +25,9 @@ def step_group(
     group: Group,
     params: Sequence[Tensor],
     states: MutableMapping[Tensor, dict[str, Any]],
-) -> None:
-    """One step of ``rule`` for ``params`` (all with a gradient) of ``group``."""
+) -> list[Sums | None]:
+    """One step of ``rule`` for ``params`` (all with a gradient) of ``group``; returns what
+    each param's update returned, for :meth:`Rule.finish_step`."""
     options = rule.options(group)
     state_names = rule.state_names(options)
     for param in params:
@@ -37,7 +38,6 @@ def step_group(
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
         state["step"] += 1
-    rule.prepare_group(group, params, states, options)
     sums = []
     for param in params:
         state = states[param]
@@ -48,4 +48,4 @@ def step_group(
         grad = -param.grad if group["maximize"] else param.grad
         views = {name: real_view(value) for name, value in state.items()}
         sums.append(rule.update(real_view(param), real_view(grad), views, scalars, options))
-    rule.finish_group(group, params, states, sums, options)
+    return sums
