@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from adamkit.backends import get_backend
+from adamkit.backends import BACKENDS, Backend, check_backend
 from adamkit.rule import GroupStep, Rule, scalar_dtype
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -28,8 +28,9 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Params, defaults: dict[str, Any], *, backend: str = "eager"):
         self.rule.validate(defaults)
-        get_backend(backend)
+        check_backend(backend, self.rule)
         self.backend = backend
+        self._runner: Backend | None = None
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -69,11 +70,13 @@ class RuleOptimizer(torch.optim.Optimizer):
                     param_state[name] = torch.tensor(float(param_state[name]), dtype=scalar_dtype())
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "backend": self.backend}
+        # the runner's caches (flat buffers) are rebuilt on the copy's first step
+        return {**super().__getstate__(), "backend": self.backend, "_runner": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "backend" in state:  # pickling; load_state_dict keeps the optimizer's backend
             self.backend = state.pop("backend")
+            self._runner = state.pop("_runner", None)
         super().__setstate__(state)
         for group in self.param_groups:
             self.rule.complete(group, self.defaults)
@@ -93,7 +96,9 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        step_group = get_backend(self.backend)
+        if self._runner is None:
+            self._runner = BACKENDS[self.backend]()
+        step_group = self._runner.step_group
         with_grad = [
             [p for p in group["params"] if p.grad is not None] for group in self.param_groups
         ]

@@ -55,6 +55,8 @@ class Rule(ABC):
     # kept in :func:`scalar_dtype` and never cast to the param's dtype on load, like ``step``
     scalar_state_names: ClassVar[tuple[str, ...]] = ()
     supports_complex: ClassVar[bool] = True
+    # whether the fused backend runs it: an element-wise update over param-shaped state
+    fusable: ClassVar[bool] = True
 
     @abstractmethod
     def validate(self, group: Group) -> None:

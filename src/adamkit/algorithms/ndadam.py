@@ -99,6 +99,7 @@ class NDAdamRule(Rule):
 
     name = "NDAdam"
     supports_complex = False
+    fusable = False  # per-vector reductions and state (issue 4)
     adam = AdamRule()
 
     def validate(self, group: Group) -> None:

@@ -54,6 +54,7 @@ class SWATSRule(Rule):
     """SWATS' math; see :class:`SWATS` for the equations."""
 
     name = "SWATS"
+    fusable = False  # its projections need the fused backend's reductions (issue 4)
 
     def validate(self, group: Group) -> None:
         check_adam_family(group)

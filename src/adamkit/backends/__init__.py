@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from adamkit.backends import eager
+from torch import Tensor
 
-BACKENDS: dict[str, Callable[..., list]] = {"eager": eager.step_group}
+from adamkit.backends import eager, fused
+from adamkit.rule import Group, Rule, Sums
 
 
-def get_backend(name: str) -> Callable[..., list]:
-    """The ``step_group`` function of the backend called ``name``."""
+class Backend(Protocol):
+    def step_group(
+        self, rule: Rule, group: Group, params: Sequence[Tensor], states: Any
+    ) -> list[Sums | None]:
+        """One step of ``rule`` for ``params`` (all with a gradient) of ``group``; returns
+        what each param's update returned, for :meth:`Rule.finish_step`."""
+        ...
+
+
+class EagerBackend:
+    """Per tensor, plain torch operations: :func:`adamkit.backends.eager.step_group`."""
+
+    step_group = staticmethod(eager.step_group)
+
+
+BACKENDS: dict[str, type[Backend]] = {"eager": EagerBackend, "fused": fused.FusedBackend}
+
+
+def check_backend(name: str, rule: Rule) -> None:
+    """Refuse an unknown backend, or the fused one for a rule it cannot run yet."""
     if name not in BACKENDS:
         raise ValueError(f"Invalid backend: {name!r}, expected one of {tuple(BACKENDS)}")
-    return BACKENDS[name]
+    if name == "fused" and not rule.fusable:
+        raise ValueError(f"{rule.name} does not run on the fused backend yet: use 'eager'")

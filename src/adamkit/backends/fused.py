@@ -1,0 +1,244 @@
+"""The fused backend: a rule's update compiled once and run over flat storage.
+
+Per param group and (device, dtype), the params, their gradients and every state tensor live
+in flat buffers, and each param's ``.data`` and each state entry is a view into them. The
+rule's :meth:`~adamkit.rule.Rule.update`, the same function the eager backend calls, then runs
+once over the whole buffer as one ``torch.compile``d kernel: one kernel per rule, options and
+dtype, the per-step numbers passed as 0-dim tensors so that changing them never recompiles.
+
+Gradients are copied into the flat gradient buffer at each step (``p.grad`` is never
+replaced), unless they already are its views (:meth:`FusedBackend.adopt_grads`).
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adamkit.backends.eager import real_view
+from adamkit.rule import Group, Rule, Sums, scalar_dtype
+
+States = MutableMapping[Tensor, dict[str, Any]]
+
+
+def _kernel(rule, options, maximize, param, grad, names, tensors, scalars):
+    if maximize:
+        grad = -grad
+    return rule.update(param, grad, dict(zip(names, tensors, strict=True)), scalars, options)
+
+
+_KERNELS: dict[Any, Callable[..., Any]] = {}
+
+
+def kernel(rule: Rule, options: Any, maximize: bool) -> Callable[..., Any]:
+    """The compiled update of ``rule`` under ``options``: a code object of its own, so that
+    every rule and option set has its own compile cache (dynamo limits recompiles per code
+    object); sizes are dynamic, so one kernel serves every buffer length."""
+    key = (type(rule), options, maximize)
+    if key not in _KERNELS:
+        name = f"{type(rule).__name__}_fused_update"
+        code = _kernel.__code__.replace(co_name=name, co_qualname=name)
+        function = types.FunctionType(code, _kernel.__globals__, name)
+        _KERNELS[key] = torch.compile(function, dynamic=True, fullgraph=True)
+    return _KERNELS[key]
+
+
+def as_kernel_scalar(value: Any) -> Any:
+    """Numbers as 0-dim float64 tensors (a changed value is then not a recompile); booleans,
+    which choose code, and tensors pass through."""
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return torch.tensor(float(value), dtype=torch.float64)
+    return value
+
+
+def dense_strides(tensor: Tensor) -> tuple[int, ...]:
+    """The strides of ``tensor`` where it is dense (a permuted layout such as channels_last
+    keeps them), contiguous strides otherwise."""
+    return torch.empty_like(tensor, device="meta").stride()
+
+
+@dataclass
+class Layout:
+    """Flat buffers for one (device, dtype) partition of a group's params."""
+
+    params: list[Tensor]
+    offsets: list[int]
+    strides: list[tuple[int, ...]]
+    flat_param: Tensor
+    flat_grad: Tensor
+    flat_state: dict[str, Tensor] = field(default_factory=dict)
+    flat_scalar: dict[str, Tensor] = field(default_factory=dict)
+
+    def view(self, flat: Tensor, index: int) -> Tensor:
+        """Element ``index``'s slice of ``flat`` shaped as that param's real view."""
+        shape = real_view(self.params[index]).shape
+        return flat.as_strided(shape, self.strides[index], self.offsets[index])
+
+    def owns(self, params: Sequence[Tensor], states: States) -> bool:
+        """The params are still views of this layout and their state its views (a
+        load_state_dict, ``model.to()`` or a new ``p.data`` breaks that)."""
+        if len(params) != len(self.params) or any(
+            a is not b for a, b in zip(params, self.params, strict=True)
+        ):
+            return False
+        for index, param in enumerate(params):
+            if real_view(param.data).data_ptr() != self.view(self.flat_param, index).data_ptr():
+                return False
+            state = states[param]
+            for name, flat in self.flat_state.items():
+                if name not in state or state[name].data_ptr() != (
+                    flat.data_ptr() + self.offsets[index] * flat.element_size()
+                ):
+                    return False
+            for name, flat in self.flat_scalar.items():
+                if state.get(name) is None or state[name].data_ptr() != (
+                    flat.data_ptr() + index * flat.element_size()
+                ):
+                    return False
+        return True
+
+
+def buckets(rule: Rule, params: Sequence[Tensor], states: States) -> list[list[Tensor]]:
+    """``params`` split so that one kernel call steps each part: the same step count and
+    scalar state, and the same state tensors present (a param that started late, or one
+    loaded from elsewhere, steps in a part of its own)."""
+    parts: dict[tuple[Any, ...], list[Tensor]] = {}
+    names = ("step", *rule.scalar_state_names)
+    for param in params:
+        state = states[param]
+        signature = (
+            tuple(sorted(state)),
+            tuple(float(state[name]) for name in names if name in state),
+        )
+        parts.setdefault(signature, []).append(param)
+    return list(parts.values())
+
+
+def build(rule: Rule, options: Any, params: Sequence[Tensor], states: States) -> Layout:
+    """Move ``params`` and their state into flat buffers; each param's ``.data`` and each
+    state entry become views of them (the values are copied, nothing else changes)."""
+    reals = [real_view(param.detach()) for param in params]
+    sizes = [real.numel() for real in reals]
+    offsets = [sum(sizes[:index]) for index in range(len(sizes))]
+    total = sum(sizes)
+    like = reals[0]
+    layout = Layout(
+        params=list(params),
+        offsets=offsets,
+        strides=[dense_strides(real) for real in reals],
+        flat_param=torch.empty(total, dtype=like.dtype, device=like.device),
+        flat_grad=torch.empty(total, dtype=like.dtype, device=like.device),
+    )
+    for index, (param, real) in enumerate(zip(params, reals, strict=True)):
+        view = layout.view(layout.flat_param, index)
+        view.copy_(real)
+        param.data = torch.view_as_complex(view) if param.is_complex() else view
+    for name in ("step", *rule.scalar_state_names):
+        if name in states[params[0]]:
+            flat = torch.stack([states[param][name] for param in params])
+            layout.flat_scalar[name] = flat
+            for index, param in enumerate(params):
+                states[param][name] = flat[index]
+    add_state(layout, rule, options, states, [n for n in states[params[0]] if _shaped(n, rule)])
+    return layout
+
+
+def _shaped(name: str, rule: Rule) -> bool:
+    return name not in ("step", *rule.scalar_state_names)
+
+
+def add_state(
+    layout: Layout, rule: Rule, options: Any, states: States, names: Sequence[str]
+) -> None:
+    """Flat buffers for state ``names``: the params' existing values, or the rule's initial
+    ones."""
+    for name in names:
+        flat = torch.empty_like(layout.flat_param)
+        for index, param in enumerate(layout.params):
+            view = layout.view(flat, index)
+            value = states[param].get(name)
+            view.copy_(real_view(rule.init_state(name, param, options) if value is None else value))
+            states[param][name] = torch.view_as_complex(view) if param.is_complex() else view
+        layout.flat_state[name] = flat
+
+
+class FusedBackend:
+    """Runs rules over flat storage; keeps the layouts of one optimizer."""
+
+    def __init__(self) -> None:
+        self.layouts: dict[tuple[int, ...], Layout] = {}
+        self.owner: dict[int, tuple[int, ...]] = {}
+
+    def step_group(
+        self, rule: Rule, group: Group, params: Sequence[Tensor], states: States
+    ) -> list[Sums | None]:
+        partitions: dict[tuple[Any, ...], list[Tensor]] = {}
+        for param in params:
+            real = real_view(param)
+            partitions.setdefault((real.device, real.dtype), []).append(param)
+        for members in partitions.values():
+            self.step_partition(rule, group, members, states)
+        return [None] * len(params)
+
+    def step_partition(
+        self, rule: Rule, group: Group, params: list[Tensor], states: States
+    ) -> None:
+        layout = self.layouts.get(tuple(map(id, params)))
+        if layout is not None and layout.owns(params, states):
+            self.step_layout(rule, group, layout, states)
+            return
+        options = rule.options(group)
+        for param in params:
+            states[param].setdefault("step", torch.tensor(0.0, dtype=scalar_dtype()))
+            for name in rule.scalar_state_names:
+                if name not in states[param]:
+                    states[param][name] = rule.init_state(name, param, options)
+        for part in buckets(rule, params, states):
+            key = tuple(map(id, part))
+            layout = self.layouts.get(key)
+            if layout is None or not layout.owns(part, states):
+                for param in part:  # a param moves to the new layout: drop its old one
+                    self.layouts.pop(self.owner.get(id(param)), None)
+                    self.owner[id(param)] = key
+                layout = self.layouts[key] = build(rule, options, part, states)
+            self.step_layout(rule, group, layout, states)
+
+    def step_layout(self, rule: Rule, group: Group, layout: Layout, states: States) -> None:
+        """One kernel call: advance the step counts, compute the numbers once (they are the
+        same for every param of the layout), create missing state, gather the gradients."""
+        options = rule.options(group)
+        layout.flat_scalar["step"] += 1
+        scalars = rule.scalars(group, states[layout.params[0]], options)
+        for name in rule.scalar_state_names:
+            layout.flat_scalar[name][1:] = layout.flat_scalar[name][0]
+        names = tuple(rule.state_names(options))
+        add_state(layout, rule, options, states, [n for n in names if n not in layout.flat_state])
+        self.gather_grads(layout)
+        maximize = bool(group["maximize"])
+        kernel(rule, options, maximize)(
+            rule,
+            options,
+            maximize,
+            layout.flat_param,
+            layout.flat_grad,
+            names,
+            [layout.flat_state[name] for name in names],
+            {name: as_kernel_scalar(value) for name, value in scalars.items()},
+        )
+
+    def gather_grads(self, layout: Layout) -> None:
+        """Copy each ``p.grad`` into the flat gradient buffer, unless it is its view."""
+        targets, sources = [], []
+        for index, param in enumerate(layout.params):
+            target = layout.view(layout.flat_grad, index)
+            grad = real_view(param.grad)
+            if grad.data_ptr() != target.data_ptr() or grad.stride() != target.stride():
+                targets.append(target)
+                sources.append(grad)
+        if targets:
+            torch._foreach_copy_(targets, sources)

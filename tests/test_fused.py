@@ -1,0 +1,190 @@
+"""The fused backend against the eager one (TESTING.md N3, A2): every optimizer and option of
+the registry, the awkward param sets, checkpoints between the backends, no recompiles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import adamkit
+
+from harness import gradient_script, leaves, multipliers, run, snapshot
+from registry import OPTIM_DB
+
+FUSABLE = [info for info in OPTIM_DB if info.cls.rule.fusable]
+# ‖fused − eager‖ / ‖eager‖ per tensor. The kernel rounds once where eager rounds after each
+# op, so in bfloat16 single entries differ by an ulp (up to 2^-7 relative): an entry-wise
+# bound at 5e-3 cannot hold for either of them, the tensor's relative error does.
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 5e-3}
+
+
+def assert_close_to(ours, reference, dtype, what=""):
+    """Both snapshots hold the same state names; every tensor agrees within the dtype's
+    tolerance, relative to the tensor's scale; plain values are equal."""
+    for index, (mine, theirs) in enumerate(zip(ours, reference, strict=True)):
+        assert set(mine) == set(theirs), f"{what} param {index}: {set(mine)} vs {set(theirs)}"
+        for name, expected in theirs.items():
+            value = mine[name]
+            if not isinstance(expected, torch.Tensor):
+                assert value == expected
+                continue
+            assert value.shape == expected.shape and value.dtype == expected.dtype
+            if expected.numel() == 0:
+                continue
+            error = torch.linalg.vector_norm(value.double() - expected.double())
+            scale = torch.linalg.vector_norm(expected.double())
+            assert error <= TOLERANCE[dtype] * scale, f"{what} param {index} {name}: {error}"
+
+
+def twin_runs(info, config, dtype, steps=20, params=None, feed=None):
+    """The same script through an eager and a fused optimizer; snapshots per step."""
+    histories = []
+    for backend in ("eager", "fused"):
+        tensors = leaves(dtype) if params is None else params(dtype)
+        optimizer = info.cls(tensors, backend=backend, **config)
+        if feed is None:
+            script = gradient_script(steps, dtype, shapes=[tuple(p.shape) for p in tensors])
+            run(optimizer, tensors, script, multipliers(steps))
+            histories.append(snapshot(optimizer, tensors))
+        else:
+            histories.append(feed(optimizer, tensors))
+    return histories
+
+
+# Not met yet (issue 4): one-ulp differences per op (the kernel rounds once where eager
+# rounds after each op, and associates some ops differently) grow past the bound in RMSprop's
+# momentum on the 0-dim param (6e-6 relative in float32) and by an ulp in bfloat16.
+ROUNDING = pytest.mark.xfail(
+    strict=True, reason="per-op rounding differences exceed the bound (issue 4)"
+)
+NOT_YET = {
+    ("RMSprop()", torch.bfloat16),
+    ("RMSprop(momentum=0.9)", torch.float32),
+    ("RMSprop(momentum=0.9,centered=True,weight_decay=0.1,maximize=True)", torch.float32),
+    ("NAdam()", torch.bfloat16),
+    ("SGDW()", torch.bfloat16),
+}
+
+
+def sweep(dtypes_for_all, dtypes_for_first):
+    cases = []
+    for info in FUSABLE:
+        for index, config in enumerate(info.sweep):
+            for dtype in dtypes_for_all + (dtypes_for_first if index == 0 else []):
+                marks = [ROUNDING] if (info.id(config), dtype) in NOT_YET else []
+                name = f"{info.id(config)}-{dtype}"
+                cases.append(pytest.param(info, config, dtype, id=name, marks=marks))
+    return cases
+
+
+@pytest.mark.parametrize(
+    "info, config, dtype", sweep([torch.float32], [torch.float64, torch.bfloat16])
+)
+def test_fused_equals_eager(info, config, dtype):
+    """Params and every state tensor after 20 steps under a changing lr (N3)."""
+    eager, fused = twin_runs(info, config, dtype)
+    assert_close_to(fused, eager, dtype, info.id(config))
+
+
+def awkward_params(dtype):
+    """A transposed (non-contiguous) matrix, a channels_last conv weight, a complex param
+    and a 0-element param last."""
+    generator = torch.Generator().manual_seed(0)
+    matrix = torch.randn(4, 3, generator=generator, dtype=dtype).t()
+    conv = torch.randn(2, 3, 2, 2, generator=generator, dtype=dtype)
+    conv = conv.contiguous(memory_format=torch.channels_last)
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    cplx = torch.randn(5, generator=generator, dtype=complex_dtype)
+    empty = torch.zeros(0, dtype=dtype)
+    return [p.requires_grad_() for p in (matrix, conv, cplx, empty)]
+
+
+def awkward_steps(optimizer, params):
+    """20 steps: param 1 has no gradient on steps 5–9 (frozen, then unfrozen), param 0 none
+    on step 12; every step replaces p.grad by a new tensor, and on step 15 the model's
+    zero_grad() sets them to None first."""
+    generator = torch.Generator().manual_seed(1)
+    for step in range(1, 21):
+        if step == 15:
+            optimizer.zero_grad()
+        for index, param in enumerate(params):
+            frozen = (index == 1 and 5 <= step <= 9) or (index == 0 and step == 12)
+            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+            param.grad = None if frozen else noise
+        optimizer.step()
+    return snapshot(optimizer, params)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("info", [pytest.param(info, id=info.name) for info in FUSABLE])
+def test_fused_handles_frozen_empty_and_non_contiguous_params(info, dtype):
+    """Some params without grad, layers frozen and unfrozen mid-run, a 0-element param last,
+    non-contiguous and complex params (N3, A2): as eager, and the layouts stay."""
+    eager, fused = twin_runs(info, {}, dtype, params=awkward_params, feed=awkward_steps)
+    assert_close_to(fused, eager, dtype, info.name)
+
+
+def test_params_keep_their_strides_and_identity():
+    params = awkward_params(torch.float32)
+    strides = [p.stride() for p in params]
+    optimizer = adamkit.Adam(params, backend="fused")
+    awkward_steps(optimizer, params)
+    assert [p.stride() for p in params] == strides
+    assert params[1].is_contiguous(memory_format=torch.channels_last)
+    assert optimizer.param_groups[0]["params"] == params
+
+
+def test_gradients_are_neither_changed_nor_replaced():
+    params = leaves(torch.float32)
+    optimizer = adamkit.Adam(params, backend="fused", maximize=True, weight_decay=0.1)
+    for grads in gradient_script(3, torch.float32):
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        before = [p.grad for p in params]
+        optimizer.step()
+        for p, g, b in zip(params, grads, before, strict=True):
+            assert p.grad is b and torch.equal(p.grad, g)
+
+
+@pytest.mark.parametrize("source, target", [("fused", "eager"), ("eager", "fused")])
+def test_checkpoints_move_between_backends(source, target, tmp_path):
+    """10 steps on one backend, torch.save/load(weights_only=True), 10 more on the other:
+    as 20 on the eager backend, within float32 tolerance."""
+    script = gradient_script(20, torch.float32)
+    reference = leaves(torch.float32)
+    eager = adamkit.NAdam(reference, weight_decay=0.1)
+    run(eager, reference, script)
+    params = leaves(torch.float32)
+    first = adamkit.NAdam(params, weight_decay=0.1, backend=source)
+    run(first, params, script[:10])
+    torch.save(first.state_dict(), tmp_path / "opt.pt")
+    clones = [p.detach().clone().requires_grad_() for p in params]
+    second = adamkit.NAdam(clones, weight_decay=0.1, backend=target)
+    second.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+    run(second, clones, script[10:])
+    assert_close_to(snapshot(second, clones), snapshot(eager, reference), torch.float32)
+
+
+def test_changing_lr_and_betas_every_step_does_not_recompile():
+    """A scheduler, a tensor lr and OneCycle's β1 change numbers, never the kernel."""
+    counters = torch._dynamo.utils.counters["stats"]
+    for lr in (1e-3, torch.tensor(1e-3)):
+        params = leaves(torch.float32)
+        optimizer = adamkit.AdamW(params, lr=lr, backend="fused")
+        scheduler = adamkit.schedules.OneCycle(optimizer, max_lr=1e-2, total_steps=30)
+        script = gradient_script(30, torch.float32)
+        run(optimizer, params, script[:2])
+        scheduler.step()
+        compiled = counters["unique_graphs"]
+        for grads in script[2:]:
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            optimizer.step()
+            scheduler.step()
+        assert counters["unique_graphs"] == compiled
+
+
+def test_rules_without_a_fused_kernel_are_refused():
+    for cls in (adamkit.SWATS, adamkit.NDAdam):
+        with pytest.raises(ValueError, match=r"does not run on the fused backend yet"):
+            cls([torch.zeros(3, requires_grad=True)], backend="fused")
