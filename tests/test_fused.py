@@ -3,6 +3,8 @@ the registry, the awkward param sets, checkpoints between the backends, no recom
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -188,3 +190,24 @@ def test_rules_without_a_fused_kernel_are_refused():
     for cls in (adamkit.SWATS, adamkit.NDAdam):
         with pytest.raises(ValueError, match=r"does not run on the fused backend yet"):
             cls([torch.zeros(3, requires_grad=True)], backend="fused")
+
+
+def test_zero_grad_without_none_keeps_gradients_in_the_flat_buffer():
+    """zero_grad(set_to_none=False) makes each p.grad a zeroed view of the flat gradient
+    buffer: backward accumulates into it, and the steps equal eager's."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    models = [model, copy.deepcopy(model)]
+    optimizers = [adamkit.Adam(models[0].parameters(), lr=0.01)]
+    optimizers.append(adamkit.Adam(models[1].parameters(), lr=0.01, backend="fused"))
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    for _ in range(5):
+        for model, optimizer in zip(models, optimizers, strict=True):
+            optimizer.zero_grad(set_to_none=False)
+            model(x).square().mean().backward()
+            optimizer.step()
+    layout = next(iter(optimizers[1]._runner.layouts.values()))
+    for param, view in zip(layout.params, layout.grad_views, strict=True):
+        assert param.grad.data_ptr() == view.data_ptr()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

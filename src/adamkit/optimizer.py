@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from adamkit.backends import BACKENDS, Backend, check_backend
+from adamkit.backends.fused import FusedBackend
 from adamkit.rule import GroupStep, Rule, scalar_dtype
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -81,6 +82,14 @@ class RuleOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             self.rule.complete(group, self.defaults)
             self.rule.validate(group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``zero_grad``. On the fused backend, ``set_to_none=False`` also makes each
+        gradient a view of the flat gradient buffer (zeroed), so that backward accumulates
+        into it and the step copies no gradient."""
+        super().zero_grad(set_to_none)
+        if not set_to_none and isinstance(self._runner, FusedBackend):
+            self._runner.adopt_grads([p for g in self.param_groups for p in g["params"]])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
