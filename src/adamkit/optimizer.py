@@ -26,6 +26,8 @@ class RuleOptimizer(torch.optim.Optimizer):
     """
 
     rule: ClassVar[Rule]
+    # torch.amp.GradScaler then sets ``grad_scale`` and ``found_inf`` instead of unscaling
+    _step_supports_amp_scaling = True
 
     def __init__(self, params: Params, defaults: dict[str, Any], *, backend: str = "eager"):
         self.rule.validate(defaults)
@@ -95,6 +97,11 @@ class RuleOptimizer(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step.
 
+        Under ``torch.amp.GradScaler`` (``scaler.step(optimizer)``), the scaler sets
+        ``grad_scale`` and ``found_inf`` as for torch's fused optimizers: gradients are
+        divided by the scale inside the step (``p.grad`` is left as it is), and a step whose
+        gradients held an inf or NaN changes nothing, the step count included.
+
         Args:
             closure: re-evaluates the model and returns the loss; run with grad enabled.
 
@@ -105,6 +112,10 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and found_inf.item():
+            return loss  # GradScaler saw an inf or NaN: params, state and step untouched
+        grad_scale = getattr(self, "grad_scale", None)
         if self._runner is None:
             self._runner = BACKENDS[self.backend]()
         step_group = self._runner.step_group
@@ -119,7 +130,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                     raise RuntimeError(f"{self.rule.name} does not support complex parameters")
         self.rule.prepare_step(self.param_groups, with_grad, self.state)
         stepped = [
-            GroupStep(group, params, step_group(self.rule, group, params, self.state))
+            GroupStep(group, params, step_group(self.rule, group, params, self.state, grad_scale))
             for group, params in zip(self.param_groups, with_grad, strict=True)
             if params
         ]

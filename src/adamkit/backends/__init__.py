@@ -13,10 +13,16 @@ from adamkit.rule import Group, Rule, Sums
 
 class Backend(Protocol):
     def step_group(
-        self, rule: Rule, group: Group, params: Sequence[Tensor], states: Any
+        self,
+        rule: Rule,
+        group: Group,
+        params: Sequence[Tensor],
+        states: Any,
+        grad_scale: Tensor | None = None,
     ) -> list[Sums | None]:
-        """One step of ``rule`` for ``params`` (all with a gradient) of ``group``; returns
-        what each param's update returned, for :meth:`Rule.finish_step`."""
+        """One step of ``rule`` for ``params`` (all with a gradient) of ``group``, their
+        gradients divided by ``grad_scale`` where given; returns what each param's update
+        returned, for :meth:`Rule.finish_step`."""
         ...
 
 

@@ -25,9 +25,11 @@ def step_group(
     group: Group,
     params: Sequence[Tensor],
     states: MutableMapping[Tensor, dict[str, Any]],
+    grad_scale: Tensor | None = None,
 ) -> list[Sums | None]:
     """One step of ``rule`` for ``params`` (all with a gradient) of ``group``; returns what
-    each param's update returned, for :meth:`Rule.finish_step`."""
+    each param's update returned, for :meth:`Rule.finish_step`. Gradients are divided by
+    ``grad_scale`` (torch.amp.GradScaler's scale) where one is given."""
     options = rule.options(group)
     state_names = rule.state_names(options)
     for param in params:
@@ -45,7 +47,8 @@ def step_group(
         for name in state_names:
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
-        grad = -param.grad if group["maximize"] else param.grad
+        grad = param.grad if grad_scale is None else param.grad / grad_scale
+        grad = -grad if group["maximize"] else grad
         views = {name: real_view(value) for name, value in state.items()}
         sums.append(rule.update(real_view(param), real_view(grad), views, scalars, options))
     return sums

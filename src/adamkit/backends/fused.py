@@ -27,7 +27,9 @@ from adamkit.rule import Group, Rule, Sums, scalar_dtype
 States = MutableMapping[Tensor, dict[str, Any]]
 
 
-def _kernel(rule, options, maximize, param, grad, names, tensors, scalars):
+def _kernel(rule, options, maximize, param, grad, names, tensors, scalars, grad_scale):
+    if grad_scale is not None:
+        grad = grad / grad_scale
     if maximize:
         grad = -grad
     return rule.update(param, grad, dict(zip(names, tensors, strict=True)), scalars, options)
@@ -178,22 +180,32 @@ class FusedBackend:
         self.owner: dict[int, tuple[int, ...]] = {}
 
     def step_group(
-        self, rule: Rule, group: Group, params: Sequence[Tensor], states: States
+        self,
+        rule: Rule,
+        group: Group,
+        params: Sequence[Tensor],
+        states: States,
+        grad_scale: Tensor | None = None,
     ) -> list[Sums | None]:
         partitions: dict[tuple[Any, ...], list[Tensor]] = {}
         for param in params:
             real = real_view(param)
             partitions.setdefault((real.device, real.dtype), []).append(param)
         for members in partitions.values():
-            self.step_partition(rule, group, members, states)
+            self.step_partition(rule, group, members, states, grad_scale)
         return [None] * len(params)
 
     def step_partition(
-        self, rule: Rule, group: Group, params: list[Tensor], states: States
+        self,
+        rule: Rule,
+        group: Group,
+        params: list[Tensor],
+        states: States,
+        grad_scale: Tensor | None,
     ) -> None:
         layout = self.layouts.get(tuple(map(id, params)))
         if layout is not None and layout.owns(params, states):
-            self.step_layout(rule, group, layout, states)
+            self.step_layout(rule, group, layout, states, grad_scale)
             return
         options = rule.options(group)
         for param in params:
@@ -209,9 +221,16 @@ class FusedBackend:
                     self.layouts.pop(self.owner.get(id(param)), None)
                     self.owner[id(param)] = key
                 layout = self.layouts[key] = build(rule, options, part, states)
-            self.step_layout(rule, group, layout, states)
+            self.step_layout(rule, group, layout, states, grad_scale)
 
-    def step_layout(self, rule: Rule, group: Group, layout: Layout, states: States) -> None:
+    def step_layout(
+        self,
+        rule: Rule,
+        group: Group,
+        layout: Layout,
+        states: States,
+        grad_scale: Tensor | None,
+    ) -> None:
         """One kernel call: advance the step counts, compute the numbers once (they are the
         same for every param of the layout), create missing state, gather the gradients."""
         options = rule.options(group)
@@ -232,6 +251,7 @@ class FusedBackend:
             names,
             [layout.flat_state[name] for name in names],
             {name: as_kernel_scalar(value) for name, value in scalars.items()},
+            grad_scale,
         )
 
     def gather_grads(self, layout: Layout) -> None:

@@ -1,0 +1,188 @@
+"""Optimizer step throughput, adamkit against torch.optim, in one run.
+
+    python benchmarks/step.py            # 20 M params in 200 tensors, then 1 M in 1 000
+    python benchmarks/step.py --quick    # 2 M in 20, then 100 k in 100
+
+For each algorithm it prints the throughput (Gparam/s) of adamkit's fused and eager backends
+and of torch's for-loop, foreach and fused implementations where torch has the algorithm,
+each also as a ratio to torch's fused AdamW measured in the same run; the roofline ratio
+(the bytes the algorithm must move per step over the machine's measured in-place streaming
+bandwidth, against the time the fused step takes); the memory a fused step allocates beyond
+its persistent state; and the first fused step's time (compile included).
+
+adamkit's fused backend is measured with gradients that live in its flat buffer, as after
+``optimizer.zero_grad(set_to_none=False)`` ("fused"), and with a new gradient tensor per
+param at every step, as after ``zero_grad()`` ("fused, new grads": each step copies them in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+
+import adamkit
+
+# name, adamkit class, kwargs, torch class (or None), state tensors per param
+ALGORITHMS = [
+    ("SGD momentum", adamkit.SGD, {"lr": 0.01, "momentum": 0.9}, torch.optim.SGD, 1),
+    ("SGDW", adamkit.SGDW, {"lr": 0.01}, None, 1),
+    ("Adagrad", adamkit.Adagrad, {}, torch.optim.Adagrad, 1),
+    ("RMSprop", adamkit.RMSprop, {}, torch.optim.RMSprop, 1),
+    ("Adam", adamkit.Adam, {}, torch.optim.Adam, 2),
+    ("AdamW", adamkit.AdamW, {}, torch.optim.AdamW, 2),
+    ("AMSGrad", adamkit.Adam, {"amsgrad": True}, torch.optim.Adam, 3),
+    ("Adamax", adamkit.Adamax, {}, torch.optim.Adamax, 2),
+    ("NAdam", adamkit.NAdam, {}, torch.optim.NAdam, 2),
+]
+TORCH_FUSED = {torch.optim.SGD, torch.optim.Adagrad, torch.optim.Adam, torch.optim.AdamW}
+
+
+def make_params(total: int, count: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    params = []
+    for _ in range(count):
+        param = torch.randn(total // count, generator=generator).requires_grad_()
+        param.grad = torch.randn(total // count, generator=generator)
+        params.append(param)
+    return params
+
+
+def throughput(step: Callable[[], None], total: int, seconds: float) -> float:
+    """Gparam/s of ``step``, after two warm-up calls, over at least ``seconds``."""
+    step()
+    step()
+    calls, start = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - start < seconds:
+        step()
+        calls += 1
+    return total * calls / (time.perf_counter() - start) / 1e9
+
+
+def bandwidth(total: int, seconds: float) -> float:
+    """In-place streaming bandwidth in GB/s: a ← a + b over two fp32 buffers (12 bytes per
+    element moved), the access pattern of an optimizer step."""
+    a, b = torch.randn(total), torch.randn(total)
+    return throughput(lambda: a.add_(b), total, seconds) * 12
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the profiler's own prints (written by C++ to the process's stdout/stderr)."""
+    sys.stdout.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def allocated_by(step: Callable[[], None]) -> int:
+    """Bytes the CPU allocator hands out during one call (temporaries included): an upper
+    bound of the step's extra peak memory."""
+    with (
+        quiet(),
+        torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+        ) as profile,
+    ):
+        step()
+    return sum(
+        event.cpu_memory_usage
+        for event in profile.events()
+        if event.cpu_memory_usage > 0 and not event.cpu_children
+    )
+
+
+def fused_step(cls, kwargs, params, fresh_grads: bool) -> Callable[[], None]:
+    optimizer = cls(params, backend="fused", **kwargs)
+    grads = [p.grad for p in params]
+    if fresh_grads:
+
+        def step() -> None:
+            for param, grad in zip(params, grads, strict=True):
+                param.grad = grad
+            optimizer.step()
+
+        return step
+    optimizer.step()  # builds the flat buffers
+    optimizer.zero_grad(set_to_none=False)
+    for param, grad in zip(params, grads, strict=True):
+        param.grad.copy_(grad)
+    return optimizer.step
+
+
+def run(total: int, count: int, seconds: float) -> None:
+    stream = bandwidth(total, seconds)
+    base = throughput(torch.optim.AdamW(make_params(total, count), fused=True).step, total, seconds)
+    print(
+        f"\n{total / 1e6:g} M fp32 params in {count} tensors; torch fused AdamW "
+        f"{base:.3f} Gparam/s; streaming bandwidth {stream:.1f} GB/s"
+    )
+    header = (
+        "algorithm",
+        "fused",
+        "fused,new grads",
+        "eager",
+        "torch loop",
+        "torch foreach",
+        "torch fused",
+        "roofline",
+        "extra MB",
+        "1st step s",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name, cls, kwargs, torch_cls, states in ALGORITHMS:
+        params = make_params(total, count)
+        start = time.perf_counter()
+        step = fused_step(cls, kwargs, params, fresh_grads=False)
+        first = time.perf_counter() - start
+        fused = throughput(step, total, seconds)
+        extra = allocated_by(step) / 1e6
+        fresh = throughput(fused_step(cls, kwargs, make_params(total, count), True), total, seconds)
+        eager = throughput(cls(make_params(total, count), **kwargs).step, total, seconds)
+        cells = [fused, fresh, eager]
+        for variant in ({"foreach": False}, {"foreach": True}, {"fused": True}):
+            if torch_cls is None or ("fused" in variant and torch_cls not in TORCH_FUSED):
+                cells.append(None)
+                continue
+            optimizer = torch_cls(make_params(total, count), **kwargs, **variant)
+            cells.append(throughput(optimizer.step, total, seconds))
+        roofline = fused * 4 * (3 + 2 * states) / stream
+        text = [f"{c:.3f} ({c / base:.2f}×)" if c is not None else "—" for c in cells]
+        print(
+            f"| {name} | " + " | ".join(text) + f" | {roofline:.2f} | {extra:.1f} | {first:.1f} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
+    parser.add_argument("--seconds", type=float, default=1.0, help="timing per cell")
+    args = parser.parse_args()
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    sizes = (
+        [(2_000_000, 20), (100_000, 100)] if args.quick else [(20_000_000, 200), (1_000_000, 1_000)]
+    )
+    for total, count in sizes:
+        run(total, count, args.seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""torch.amp.GradScaler's contract with optimizers that unscale inside the step (as torch's
+fused ones): both backends."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import adamkit
+from test_contracts import assert_same
+
+from harness import snapshot
+
+# SGD's step is linear in the gradient: a missing or doubled unscale shows at once
+OPTIMIZER = (adamkit.SGD, {"lr": 0.01, "momentum": 0.9})
+
+
+def train(backend, inf_at=3, steps=8):
+    """A small model in a GradScaler loop; the gradient of step ``inf_at`` gets an inf."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    cls, kwargs = OPTIMIZER
+    optimizer = cls(model.parameters(), backend=backend, **kwargs)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    snapshots = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        scaler.scale(model(x).square().mean()).backward()
+        if step == inf_at:
+            model[0].weight.grad[0, 0] = float("inf")
+        before = copy.deepcopy(snapshot(optimizer, list(model.parameters())))
+        scaler.step(optimizer)
+        scaler.update()
+        after = snapshot(optimizer, list(model.parameters()))
+        snapshots.append((before, after))
+    return model, optimizer, snapshots
+
+
+@pytest.mark.parametrize("backend", ["eager", "fused"])
+def test_found_inf_step_changes_nothing(backend):
+    model, optimizer, snapshots = train(backend)
+    before, after = snapshots[3]
+    assert_same(after, before)
+    assert optimizer.state[model[0].weight]["step"].item() == 7
+    assert not any(p.grad is None for p in model.parameters())
+
+
+def test_amp_loop_equals_the_unscaled_eager_loop():
+    """Scaled gradients, unscaled inside the step, with one skipped step: the fused loop
+    gives the eager loop's params, and the eager loop the params of a loop without scaling
+    that skips the same step."""
+    fused, _, _ = train("fused")
+    eager, _, _ = train("eager")
+    for a, b in zip(fused.parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    cls, kwargs = OPTIMIZER
+    optimizer = cls(plain.parameters(), **kwargs)
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    for step in range(8):
+        optimizer.zero_grad()
+        plain(x).square().mean().backward()
+        if step != 3:
+            optimizer.step()
+    for a, b in zip(plain.parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
