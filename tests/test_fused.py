@@ -211,3 +211,24 @@ def test_zero_grad_without_none_keeps_gradients_in_the_flat_buffer():
         assert param.grad.data_ptr() == view.data_ptr()
     for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_auto_compiles_only_where_it_pays():
+    """backend="auto": eager under AUTO_MIN_PARAMS elements, fused from there, eager with one
+    warning for a rule without a kernel."""
+    from adamkit.backends import AUTO_MIN_PARAMS, EagerBackend
+    from adamkit.backends.fused import FusedBackend
+
+    small = [torch.zeros(10, requires_grad=True)]
+    large = [torch.zeros(AUTO_MIN_PARAMS, requires_grad=True)]
+    for params, expected in ((small, EagerBackend), (large, FusedBackend)):
+        optimizer = adamkit.SGD(params, lr=0.1, backend="auto")
+        params[0].grad = torch.ones_like(params[0])
+        optimizer.step()
+        assert isinstance(optimizer._runner, expected)
+        assert torch.equal(params[0], torch.full_like(params[0], -0.1))
+    optimizer = adamkit.SWATS(small, backend="auto")
+    small[0].grad = torch.ones(10)
+    with pytest.warns(UserWarning, match="SWATS has no fused kernel yet"):
+        optimizer.step()
+    assert isinstance(optimizer._runner, EagerBackend)

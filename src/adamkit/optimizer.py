@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from adamkit.backends import BACKENDS, Backend, check_backend
+from adamkit.backends import BACKENDS, Backend, check_backend, choose_backend
 from adamkit.backends.fused import FusedBackend
 from adamkit.rule import GroupStep, Rule, scalar_dtype
 
@@ -117,7 +117,8 @@ class RuleOptimizer(torch.optim.Optimizer):
             return loss  # GradScaler saw an inf or NaN: params, state and step untouched
         grad_scale = getattr(self, "grad_scale", None)
         if self._runner is None:
-            self._runner = BACKENDS[self.backend]()
+            size = sum(p.numel() for group in self.param_groups for p in group["params"])
+            self._runner = BACKENDS[choose_backend(self.backend, self.rule, size)]()
         step_group = self._runner.step_group
         with_grad = [
             [p for p in group["params"] if p.grad is not None] for group in self.param_groups

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -33,11 +34,32 @@ class EagerBackend:
 
 
 BACKENDS: dict[str, type[Backend]] = {"eager": EagerBackend, "fused": fused.FusedBackend}
+CHOICES = (*BACKENDS, "auto")
+# backend="auto" compiles only for optimizers of at least this many parameter elements:
+# a kernel compiles in 2–3 s (8 s for the first one of a process) and saves about 1.7 ns per
+# element and step on 2 CPU cores (Adam: 0.4 → 1.3 Gparam/s), so 1 M elements repay the
+# compile within about 1 500 steps; smaller models never wait for one
+AUTO_MIN_PARAMS = 1_000_000
 
 
 def check_backend(name: str, rule: Rule) -> None:
     """Refuse an unknown backend, or the fused one for a rule it cannot run yet."""
-    if name not in BACKENDS:
-        raise ValueError(f"Invalid backend: {name!r}, expected one of {tuple(BACKENDS)}")
+    if name not in CHOICES:
+        raise ValueError(f"Invalid backend: {name!r}, expected one of {CHOICES}")
     if name == "fused" and not rule.fusable:
         raise ValueError(f"{rule.name} does not run on the fused backend yet: use 'eager'")
+
+
+def choose_backend(name: str, rule: Rule, size: int) -> str:
+    """The backend that runs: ``name``, or for ``"auto"`` the fused one where the rule has a
+    kernel and the optimizer's ``size`` (parameter elements) repays the compile; a rule
+    without a kernel falls back to eager with one warning."""
+    if name != "auto":
+        return name
+    if not rule.fusable:
+        warnings.warn(
+            f"{rule.name} has no fused kernel yet: backend='auto' runs it on the eager backend",
+            stacklevel=3,
+        )
+        return "eager"
+    return "fused" if size >= AUTO_MIN_PARAMS else "eager"
