@@ -90,7 +90,7 @@ class Adagrad(RuleOptimizer):
         eps: ε, added outside the square root.
         maximize: maximize the objective.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
-        backend: ``"eager"``.
+        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step``, ``sum``. Sparse gradients are refused.
     """

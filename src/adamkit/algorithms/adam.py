@@ -165,7 +165,7 @@ class Adam(RuleOptimizer):
             :math:`\theta_t = \theta_{t-1} - \alpha_t m_t/(\sqrt{v_t}+\hat\epsilon)`), which
             is the paper form with :math:`\epsilon = \hat\epsilon/\sqrt{1-\beta_2^t}`.
         amsgrad_max: ``"raw"`` or ``"corrected"``, see ``amsgrad``.
-        backend: ``"eager"``.
+        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
     """
 
     rule = AdamRule()

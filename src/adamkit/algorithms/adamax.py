@@ -91,7 +91,7 @@ class Adamax(RuleOptimizer):
         maximize: maximize the objective.
         eps_mode: ``"in_max"``, ``"none"`` or ``"denominator"``.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
-        backend: ``"eager"``.
+        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step``, ``exp_avg``, ``exp_inf``.
     """

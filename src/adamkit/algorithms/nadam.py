@@ -123,7 +123,7 @@ class NAdam(RuleOptimizer):
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"`` (see
             :class:`adamkit.Adam`).
         mu_schedule: ``"dozat"`` or ``"constant"``.
-        backend: ``"eager"``.
+        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step``, ``mu_product`` (0-dim, :math:`\prod_{i\le t}\mu_i`), ``exp_avg``,
     ``exp_avg_sq``.

@@ -110,7 +110,7 @@ class RMSprop(RuleOptimizer):
         maximize: maximize the objective.
         eps_in_sqrt: put ε inside the square root.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
-        backend: ``"eager"``.
+        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step``, ``square_avg``, ``grad_avg`` (centered), ``momentum_buffer`` (μ > 0).
     """

@@ -156,7 +156,7 @@ class SGD(RuleOptimizer):
         momentum_form: ``"torch"``, ``"sutskever"`` or ``"ema"``.
         bias_correction: divide the EMA by :math:`1-\mu^t` (EMA form only).
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
-        backend: ``"eager"``.
+        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step`` and, with momentum, ``momentum_buffer`` (b, v or m).
     """

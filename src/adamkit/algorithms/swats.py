@@ -260,7 +260,8 @@ class SWATS(RuleOptimizer):
         eps_mode: ``"efficient"`` or ``"paper"``, as in :class:`adamkit.Adam`.
         switch_tolerance: the switch test's threshold (the paper uses ε = 1e-9 for both).
         granularity: ``"group"``, ``"tensor"`` or ``"global"``.
-        backend: ``"eager"``.
+        backend: ``"eager"`` (default) or ``"auto"`` (eager, with a warning: no fused kernel
+            yet).
 
     State, per param: ``step``, ``exp_avg``, ``exp_avg_sq``, and the switch as plain
     numbers: ``sgd_lr_average`` (λ), ``sgd_lr`` (Λ, 0 before the switch), ``switch_step``
