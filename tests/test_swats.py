@@ -285,3 +285,19 @@ def test_a_late_param_of_a_global_group_uses_its_own_groups_lr():
     point = optimizer.switch_point(params[2])
     assert (point.step, point.sgd_lr) == optimizer.switch_point(params[0])[:2]
     assert point.lr == 2e-2 and optimizer.switch_point(params[0]).lr == HYPER["lr"]
+
+
+@pytest.mark.parametrize("granularity", ["group", "tensor", "global"])
+def test_fused_switches_where_eager_does(granularity):
+    """The fused backend takes the projections over its flat buffers: same switch steps,
+    and params within float32 rounding of eager's through both phases."""
+    results = []
+    for backend in ("eager", "fused"):
+        params = leaves(torch.float32)
+        optimizer = adamkit.SWATS(params, backend=backend, granularity=granularity, **HYPER)
+        run(optimizer, params, normal_script(STEPS, torch.float32), multipliers(STEPS))
+        results.append((params, switch_steps(optimizer, params)))
+    (eager, eager_steps), (fused, fused_steps) = results
+    assert fused_steps == eager_steps and any(eager_steps)
+    for a, b in zip(eager, fused, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

@@ -54,7 +54,6 @@ class SWATSRule(Rule):
     """SWATS' math; see :class:`SWATS` for the equations."""
 
     name = "SWATS"
-    fusable = False  # its projections need the fused backend's reductions (issue 4)
 
     def validate(self, group: Group) -> None:
         check_adam_family(group)
@@ -64,6 +63,9 @@ class SWATSRule(Rule):
             raise ValueError(
                 f"Invalid switch threshold: switch_tolerance={group['switch_tolerance']}"
             )
+
+    def per_tensor(self, group: Group) -> bool:
+        return group["granularity"] == "tensor"
 
     def options(self, group: Group) -> SWATSOptions:
         return SWATSOptions(weight_decay_mode(group))
@@ -260,8 +262,8 @@ class SWATS(RuleOptimizer):
         eps_mode: ``"efficient"`` or ``"paper"``, as in :class:`adamkit.Adam`.
         switch_tolerance: the switch test's threshold (the paper uses ε = 1e-9 for both).
         granularity: ``"group"``, ``"tensor"`` or ``"global"``.
-        backend: ``"eager"`` (default) or ``"auto"`` (eager, with a warning: no fused kernel
-            yet).
+        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md;
+            fused, the sums of a group are taken over its flat buffer, in the params' order).
 
     State, per param: ``step``, ``exp_avg``, ``exp_avg_sq``, and the switch as plain
     numbers: ``sgd_lr_average`` (λ), ``sgd_lr`` (Λ, 0 before the switch), ``switch_step``

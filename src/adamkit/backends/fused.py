@@ -146,12 +146,9 @@ def build(rule: Rule, options: Any, params: Sequence[Tensor], states: States) ->
             layout.state_views[name] = [flat[index] for index in range(len(params))]
             for param, view in zip(params, layout.state_views[name], strict=True):
                 states[param][name] = view
-    add_state(layout, rule, options, states, [n for n in states[params[0]] if _shaped(n, rule)])
+    present = [name for name in rule.state_names(options) if name in states[params[0]]]
+    add_state(layout, rule, options, states, present)
     return layout
-
-
-def _shaped(name: str, rule: Rule) -> bool:
-    return name not in ("step", *rule.scalar_state_names)
 
 
 def add_state(
@@ -188,12 +185,22 @@ class FusedBackend:
         grad_scale: Tensor | None = None,
     ) -> list[Sums | None]:
         partitions: dict[tuple[Any, ...], list[Tensor]] = {}
+        alone = rule.per_tensor(group)
         for param in params:
             real = real_view(param)
-            partitions.setdefault((real.device, real.dtype), []).append(param)
+            key = (real.device, real.dtype, id(param) if alone else None)
+            partitions.setdefault(key, []).append(param)
+        sums: dict[int, Sums | None] = {}
         for members in partitions.values():
-            self.step_partition(rule, group, members, states, grad_scale)
-        return [None] * len(params)
+            totals = self.step_partition(rule, group, members, states, grad_scale)
+            # the part's sums go to its first param, zeros to the others: the same totals
+            for index, param in enumerate(members):
+                sums[id(param)] = (
+                    totals
+                    if totals is None or index == 0
+                    else {name: torch.zeros_like(value) for name, value in totals.items()}
+                )
+        return [sums[id(param)] for param in params]
 
     def step_partition(
         self,
@@ -202,17 +209,19 @@ class FusedBackend:
         params: list[Tensor],
         states: States,
         grad_scale: Tensor | None,
-    ) -> None:
+    ) -> Sums | None:
+        """Step ``params`` (one device and dtype); returns the sums their updates return,
+        added over them."""
         layout = self.layouts.get(tuple(map(id, params)))
         if layout is not None and layout.owns(params, states):
-            self.step_layout(rule, group, layout, states, grad_scale)
-            return
+            return self.step_layout(rule, group, layout, states, grad_scale)
         options = rule.options(group)
         for param in params:
             states[param].setdefault("step", torch.tensor(0.0, dtype=scalar_dtype()))
             for name in rule.scalar_state_names:
                 if name not in states[param]:
                     states[param][name] = rule.init_state(name, param, options)
+        totals: list[Sums] = []
         for part in buckets(rule, params, states):
             key = tuple(map(id, part))
             layout = self.layouts.get(key)
@@ -221,7 +230,12 @@ class FusedBackend:
                     self.layouts.pop(self.owner.get(id(param)), None)
                     self.owner[id(param)] = key
                 layout = self.layouts[key] = build(rule, options, part, states)
-            self.step_layout(rule, group, layout, states, grad_scale)
+            result = self.step_layout(rule, group, layout, states, grad_scale)
+            if result is not None:
+                totals.append(result)
+        if not totals:
+            return None
+        return {name: sum(total[name] for total in totals) for name in totals[0]}
 
     def step_layout(
         self,
@@ -230,9 +244,10 @@ class FusedBackend:
         layout: Layout,
         states: States,
         grad_scale: Tensor | None,
-    ) -> None:
+    ) -> Sums | None:
         """One kernel call: advance the step counts, compute the numbers once (they are the
-        same for every param of the layout), create missing state, gather the gradients."""
+        same for every param of the layout), create missing state, gather the gradients.
+        Returns what the update returns (sums over the whole layout)."""
         options = rule.options(group)
         layout.flat_scalar["step"] += 1
         scalars = rule.scalars(group, states[layout.params[0]], options)
@@ -242,7 +257,7 @@ class FusedBackend:
         add_state(layout, rule, options, states, [n for n in names if n not in layout.flat_state])
         self.gather_grads(layout)
         maximize = bool(group["maximize"])
-        kernel(rule, options, maximize, layout.flat_param)(
+        return kernel(rule, options, maximize, layout.flat_param)(
             rule,
             options,
             maximize,
