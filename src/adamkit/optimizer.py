@@ -31,7 +31,7 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Params, defaults: dict[str, Any], *, backend: str = "eager"):
         self.rule.validate(defaults)
-        check_backend(backend, self.rule)
+        check_backend(backend)
         self.backend = backend
         self._runner: Backend | None = None
         super().__init__(params, defaults)
@@ -118,7 +118,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         grad_scale = getattr(self, "grad_scale", None)
         if self._runner is None:
             size = sum(p.numel() for group in self.param_groups for p in group["params"])
-            self._runner = BACKENDS[choose_backend(self.backend, self.rule, size)]()
+            self._runner = BACKENDS[choose_backend(self.backend, size)]()
         step_group = self._runner.step_group
         with_grad = [
             [p for p in group["params"] if p.grad is not None] for group in self.param_groups

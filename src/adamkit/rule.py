@@ -55,8 +55,9 @@ class Rule(ABC):
     # kept in :func:`scalar_dtype` and never cast to the param's dtype on load, like ``step``
     scalar_state_names: ClassVar[tuple[str, ...]] = ()
     supports_complex: ClassVar[bool] = True
-    # whether the fused backend runs it: an element-wise update over param-shaped state
-    fusable: ClassVar[bool] = True
+    # whether the fused backend can put its params and state in flat buffers: every state
+    # tensor shaped like the param (ND-Adam's per-vector moments are not: it runs per tensor)
+    flattens: ClassVar[bool] = True
 
     def per_tensor(self, group: Group) -> bool:
         """Whether the sums an update returns must be per tensor (the fused backend then

@@ -99,7 +99,7 @@ class NDAdamRule(Rule):
 
     name = "NDAdam"
     supports_complex = False
-    fusable = False  # per-vector reductions and state (issue 4)
+    flattens = False  # one second moment per vector
     adam = AdamRule()
 
     def validate(self, group: Group) -> None:
@@ -190,8 +190,8 @@ class NDAdam(RuleOptimizer):
             but 0 for params of 2 or more dims, the others are not vectors), ``()`` (no
             vectors: the group is Adam) or a tuple such as ``(1, 2, 3)`` for every param of
             the group.
-        backend: ``"eager"`` (default) or ``"auto"`` (eager, with a warning: no fused kernel
-            yet).
+        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md;
+            fused, each param's update is one compiled kernel).
 
     State: ``step``, ``exp_avg`` and ``exp_avg_sq``; for a param made of vectors
     ``exp_avg_sq`` has the param's shape with 1 on the vector axes.

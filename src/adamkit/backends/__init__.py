@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -42,24 +41,14 @@ CHOICES = (*BACKENDS, "auto")
 AUTO_MIN_PARAMS = 1_000_000
 
 
-def check_backend(name: str, rule: Rule) -> None:
-    """Refuse an unknown backend, or the fused one for a rule it cannot run yet."""
+def check_backend(name: str) -> None:
     if name not in CHOICES:
         raise ValueError(f"Invalid backend: {name!r}, expected one of {CHOICES}")
-    if name == "fused" and not rule.fusable:
-        raise ValueError(f"{rule.name} does not run on the fused backend yet: use 'eager'")
 
 
-def choose_backend(name: str, rule: Rule, size: int) -> str:
-    """The backend that runs: ``name``, or for ``"auto"`` the fused one where the rule has a
-    kernel and the optimizer's ``size`` (parameter elements) repays the compile; a rule
-    without a kernel falls back to eager with one warning."""
+def choose_backend(name: str, size: int) -> str:
+    """The backend that runs: ``name``, or for ``"auto"`` the fused one where the
+    optimizer's ``size`` (parameter elements) repays the compile."""
     if name != "auto":
         return name
-    if not rule.fusable:
-        warnings.warn(
-            f"{rule.name} has no fused kernel yet: backend='auto' runs it on the eager backend",
-            stacklevel=3,
-        )
-        return "eager"
     return "fused" if size >= AUTO_MIN_PARAMS else "eager"

@@ -5,7 +5,7 @@ The readable reference the fused backend is checked against.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
 import torch
@@ -26,10 +26,12 @@ def step_group(
     params: Sequence[Tensor],
     states: MutableMapping[Tensor, dict[str, Any]],
     grad_scale: Tensor | None = None,
+    update: Callable[..., Sums | None] | None = None,
 ) -> list[Sums | None]:
     """One step of ``rule`` for ``params`` (all with a gradient) of ``group``; returns what
     each param's update returned, for :meth:`Rule.finish_step`. Gradients are divided by
-    ``grad_scale`` (torch.amp.GradScaler's scale) where one is given."""
+    ``grad_scale`` (torch.amp.GradScaler's scale) where one is given. ``update`` replaces
+    ``rule.update`` (the fused backend passes it compiled)."""
     options = rule.options(group)
     state_names = rule.state_names(options)
     for param in params:
@@ -50,5 +52,6 @@ def step_group(
         grad = param.grad if grad_scale is None else param.grad / grad_scale
         grad = -grad if group["maximize"] else grad
         views = {name: real_view(value) for name, value in state.items()}
-        sums.append(rule.update(real_view(param), real_view(grad), views, scalars, options))
+        step = rule.update if update is None else update
+        sums.append(step(real_view(param), real_view(grad), views, scalars, options))
     return sums

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from adamkit.backends.eager import real_view
+from adamkit.backends.eager import step_group as eager_step_group
 from adamkit.rule import Group, Rule, Sums, scalar_dtype
 
 States = MutableMapping[Tensor, dict[str, Any]]
@@ -50,6 +51,34 @@ def kernel(rule: Rule, options: Any, maximize: bool, flat: Tensor) -> Callable[.
         function = types.FunctionType(code, _kernel.__globals__, name)
         _KERNELS[key] = torch.compile(function, dynamic=False, fullgraph=True)
     return _KERNELS[key]
+
+
+_TENSOR_KERNELS: dict[Any, Callable[..., Any]] = {}
+
+
+def tensor_kernel(rule: Rule, options: Any, param: Tensor) -> Callable[..., Any]:
+    """The compiled update for rules whose state is not flat (ND-Adam): one call per param,
+    sizes dynamic so that one kernel serves every shape of a dtype and number of dims."""
+    key = (type(rule), options, param.dtype, param.device, param.ndim)
+    if key not in _TENSOR_KERNELS:
+        name = f"{type(rule).__name__}_tensor_update"
+        code = _kernel.__code__.replace(co_name=name, co_qualname=name)
+        function = types.FunctionType(code, _kernel.__globals__, name)
+        compiled = torch.compile(function, dynamic=True, fullgraph=True)
+
+        names = tuple(rule.state_names(options))
+
+        def update(param, grad, state, scalars, options):
+            numbers = {n: as_kernel_scalar(v) for n, v in scalars.items()}
+            tensors = [state[n] for n in names]
+            if param.ndim == 0:
+                # a compiled graph takes a 0-dim float64 CPU input for a number and drops
+                # its in-place updates: 1-element views keep them
+                param, grad, tensors = param.view(1), grad.view(1), [t.view(1) for t in tensors]
+            return compiled(rule, options, False, param, grad, names, tensors, numbers, None)
+
+        _TENSOR_KERNELS[key] = update
+    return _TENSOR_KERNELS[key]
 
 
 def as_kernel_scalar(value: Any) -> Any:
@@ -184,6 +213,12 @@ class FusedBackend:
         states: States,
         grad_scale: Tensor | None = None,
     ) -> list[Sums | None]:
+        if not rule.flattens:
+
+            def update(param: Tensor, *args: Any) -> Sums | None:
+                return tensor_kernel(rule, args[-1], param)(param, *args)
+
+            return eager_step_group(rule, group, params, states, grad_scale, update)
         partitions: dict[tuple[Any, ...], list[Tensor]] = {}
         alone = rule.per_tensor(group)
         for param in params:
