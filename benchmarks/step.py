@@ -40,6 +40,9 @@ ALGORITHMS = [
     ("AMSGrad", adamkit.Adam, {"amsgrad": True}, torch.optim.Adam, 3),
     ("Adamax", adamkit.Adamax, {}, torch.optim.Adamax, 2),
     ("NAdam", adamkit.NAdam, {}, torch.optim.NAdam, 2),
+    ("SWATS", adamkit.SWATS, {}, None, 2),
+    # 1-d params are not vectors: ND-Adam steps them as Adam, one kernel per tensor
+    ("ND-Adam", adamkit.NDAdam, {}, None, 2),
 ]
 TORCH_FUSED = {torch.optim.SGD, torch.optim.Adagrad, torch.optim.Adam, torch.optim.AdamW}
 
@@ -55,9 +58,11 @@ def make_params(total: int, count: int) -> list[torch.Tensor]:
 
 
 def throughput(step: Callable[[], None], total: int, seconds: float) -> float:
-    """Gparam/s of ``step``, after two warm-up calls, over at least ``seconds``."""
-    step()
-    step()
+    """Gparam/s of ``step``, after three warm-up calls (SWATS, fed the same gradient at
+    every step, switches to SGD at its second step: the third compiles its SGD phase), over
+    at least ``seconds``."""
+    for _ in range(3):
+        step()
     calls, start = 0, time.perf_counter()
     while calls < 3 or time.perf_counter() - start < seconds:
         step()
