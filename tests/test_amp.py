@@ -68,3 +68,13 @@ def test_amp_loop_equals_the_unscaled_eager_loop():
             optimizer.step()
     for a, b in zip(plain.parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", ["eager", "fused"])
+def test_grad_scale_on_a_0_dim_bfloat16_param(backend):
+    param = torch.ones((), dtype=torch.bfloat16, requires_grad=True)
+    optimizer = adamkit.Adam([param], lr=0.1, backend=backend)
+    param.grad = torch.tensor(4.0, dtype=torch.bfloat16)
+    optimizer.grad_scale = torch.tensor(2.0)
+    optimizer.step()
+    assert param.dtype == torch.bfloat16 and param.item() == pytest.approx(0.9, abs=1e-2)

@@ -231,3 +231,73 @@ def test_auto_compiles_only_where_it_pays():
         optimizer.step()
         assert isinstance(optimizer._runner, expected)
         assert torch.equal(params[0], torch.full_like(params[0], -0.1))
+
+
+def test_params_without_grad_stay_out_of_zero_grad_and_step():
+    """zero_grad(set_to_none=False) leaves a None gradient None: that param is not stepped,
+    even with weight decay."""
+    frozen, trained = torch.ones(4, requires_grad=True), torch.ones(4, requires_grad=True)
+    optimizer = adamkit.AdamW([frozen, trained], weight_decay=0.1, backend="fused")
+    for _ in range(3):
+        optimizer.zero_grad(set_to_none=False)
+        trained.grad = torch.ones(4) if trained.grad is None else trained.grad.fill_(1.0)
+        optimizer.step()
+    assert frozen.grad is None and torch.equal(frozen, torch.ones(4))
+    assert not torch.equal(trained, torch.ones(4))
+
+
+def test_gradient_data_replaced_after_zero_grad_is_read():
+    """An old idiom (p.grad.data = clipped) after zero_grad(set_to_none=False): the step reads
+    the new gradient, as eager does."""
+    results = []
+    for backend in ("eager", "fused"):
+        param = torch.ones(5, requires_grad=True)
+        optimizer = adamkit.SGD([param], lr=0.1, backend=backend)
+        for step in range(4):
+            optimizer.zero_grad(set_to_none=False)
+            if param.grad is None:
+                param.grad = torch.zeros(5)
+            param.grad.data = torch.full((5,), float(step + 1))
+            optimizer.step()
+        results.append(param.detach().clone())
+    assert torch.equal(results[0], results[1])
+
+
+def test_step_moves_the_params_autograd_versions():
+    """Backward through a graph built before the step raises, as with eager (the kernel
+    writes the params in place)."""
+    param = torch.ones(3, requires_grad=True)
+    optimizer = adamkit.SGD([param], lr=0.1, backend="fused")
+    loss = (param * param).sum()
+    param.grad = torch.ones(3)
+    optimizer.step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_complex_param_after_an_odd_sized_real_one():
+    params = [torch.randn(3, requires_grad=True), torch.randn(4, dtype=torch.complex64)]
+    params[1].requires_grad_()
+    twins = [p.detach().clone().requires_grad_() for p in params]
+    optimizers = [adamkit.Adam(params, lr=0.1), adamkit.Adam(twins, lr=0.1, backend="fused")]
+    for _ in range(3):
+        for group in (params, twins):
+            for p in group:
+                p.grad = torch.ones_like(p)
+        for optimizer in optimizers:
+            optimizer.step()
+    for a, b in zip(params, twins, strict=True):
+        torch.testing.assert_close(b, a)
+
+
+def test_a_param_left_behind_by_a_rebuild_frees_the_old_buffers():
+    """When the params stepping change, those left out get storage of their own."""
+    big, small = torch.zeros(1000, requires_grad=True), torch.zeros(10, requires_grad=True)
+    optimizer = adamkit.Adam([big, small], backend="fused")
+    big.grad, small.grad = torch.ones(1000), torch.ones(10)
+    optimizer.step()
+    small.grad = None
+    optimizer.step()
+    assert small.untyped_storage().nbytes() == small.numel() * small.element_size()
+    assert optimizer.state[small]["exp_avg"].untyped_storage().nbytes() == 40
+    assert len(optimizer._runner.layouts) == 1

@@ -49,7 +49,9 @@ def step_group(
         for name in state_names:
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
-        grad = param.grad if grad_scale is None else param.grad / grad_scale
+        grad = param.grad
+        if grad_scale is not None:
+            grad = (grad / grad_scale).to(grad.dtype)  # a 0-dim grad would promote
         grad = -grad if group["maximize"] else grad
         views = {name: real_view(value) for name, value in state.items()}
         step = rule.update if update is None else update

@@ -26,6 +26,7 @@ from adamkit.backends.eager import step_group as eager_step_group
 from adamkit.rule import Group, Rule, Sums, scalar_dtype
 
 States = MutableMapping[Tensor, dict[str, Any]]
+ALIGN = 16  # elements: each param's slice of a flat buffer starts on a multiple of it
 
 
 def _kernel(rule, options, maximize, param, grad, names, tensors, scalars, grad_scale):
@@ -151,16 +152,19 @@ def build(rule: Rule, options: Any, params: Sequence[Tensor], states: States) ->
     """Move ``params`` and their state into flat buffers; each param's ``.data`` and each
     state entry become views of them (the values are copied, nothing else changes)."""
     reals = [real_view(param.detach()) for param in params]
-    sizes = [real.numel() for real in reals]
-    offsets = [sum(sizes[:index]) for index in range(len(sizes))]
-    total = sum(sizes)
+    offsets, total = [], 0
+    for real in reals:
+        offsets.append(total)
+        # every param starts on a multiple of ALIGN elements: a complex param's real view
+        # needs an even offset, and aligned starts vectorise; the gaps stay 0
+        total += -(-real.numel() // ALIGN) * ALIGN
     like = reals[0]
     layout = Layout(
         params=list(params),
         offsets=offsets,
         strides=[dense_strides(real) for real in reals],
-        flat_param=torch.empty(total, dtype=like.dtype, device=like.device),
-        flat_grad=torch.empty(total, dtype=like.dtype, device=like.device),
+        flat_param=torch.zeros(total, dtype=like.dtype, device=like.device),
+        flat_grad=torch.zeros(total, dtype=like.dtype, device=like.device),
     )
     for index, (param, real) in enumerate(zip(params, reals, strict=True)):
         view = layout.view(layout.flat_param, index)
@@ -180,13 +184,26 @@ def build(rule: Rule, options: Any, params: Sequence[Tensor], states: States) ->
     return layout
 
 
+def release(layout: Layout, states: States, keep: set[int]) -> None:
+    """Give the params of a dropped layout that do not move with ``keep`` (and their state)
+    storage of their own, so that the old flat buffers are freed."""
+    for index, param in enumerate(layout.params):
+        if id(param) in keep or param.data_ptr() != layout.param_ptrs[index]:
+            continue
+        param.data = param.data.clone(memory_format=torch.preserve_format)
+        state = states[param]
+        for name, views in layout.state_views.items():
+            if state.get(name) is views[index]:
+                state[name] = views[index].clone()
+
+
 def add_state(
     layout: Layout, rule: Rule, options: Any, states: States, names: Sequence[str]
 ) -> None:
     """Flat buffers for state ``names``: the params' existing values, or the rule's initial
     ones."""
     for name in names:
-        flat = torch.empty_like(layout.flat_param)
+        flat = torch.zeros_like(layout.flat_param)
         layout.state_views[name] = []
         for index, param in enumerate(layout.params):
             view = layout.view(flat, index)
@@ -262,7 +279,9 @@ class FusedBackend:
             layout = self.layouts.get(key)
             if layout is None or not layout.owns(part, states):
                 for param in part:  # a param moves to the new layout: drop its old one
-                    self.layouts.pop(self.owner.get(id(param)), None)
+                    old = self.layouts.pop(self.owner.get(id(param)), None)
+                    if old is not None:
+                        release(old, states, keep={id(p) for p in part})
                     self.owner[id(param)] = key
                 layout = self.layouts[key] = build(rule, options, part, states)
             result = self.step_layout(rule, group, layout, states, grad_scale)
@@ -292,7 +311,7 @@ class FusedBackend:
         add_state(layout, rule, options, states, [n for n in names if n not in layout.flat_state])
         self.gather_grads(layout)
         maximize = bool(group["maximize"])
-        return kernel(rule, options, maximize, layout.flat_param)(
+        sums = kernel(rule, options, maximize, layout.flat_param)(
             rule,
             options,
             maximize,
@@ -303,25 +322,35 @@ class FusedBackend:
             {name: as_kernel_scalar(value) for name, value in scalars.items()},
             grad_scale,
         )
+        # the kernel wrote the flat buffer: the params' autograd versions move, as in eager
+        torch.autograd.graph.increment_version(layout.params)
+        return sums
 
     def gather_grads(self, layout: Layout) -> None:
-        """Copy each ``p.grad`` into the flat gradient buffer, unless it is its view."""
+        """Copy each ``p.grad`` into the flat gradient buffer, unless it is its view (same
+        storage, offset and strides)."""
         targets, sources = [], []
+        storage = layout.flat_grad.untyped_storage().data_ptr()
         for param, view in zip(layout.params, layout.grad_views, strict=True):
-            grad = param.grad
-            if grad.data_ptr() != view.data_ptr():
+            grad = real_view(param.grad)
+            if (
+                grad.untyped_storage().data_ptr() != storage
+                or grad.storage_offset() != view.storage_offset()
+                or grad.stride() != view.stride()
+            ):
                 targets.append(view)
-                sources.append(real_view(grad))
+                sources.append(grad)
         if targets:
             torch._foreach_copy_(targets, sources)
 
     def adopt_grads(self, params: Sequence[Tensor]) -> None:
-        """Make the gradients of ``params`` that have a layout its zeroed views, so that the
-        next backward accumulates into the flat gradient buffer and the step copies
-        nothing (``optimizer.zero_grad(set_to_none=False)``)."""
-        wanted = {id(param) for param in params}
+        """Make the gradients of ``params`` that have a layout and a gradient (a frozen param
+        keeps None) its zeroed views, so that the next backward accumulates into the flat
+        gradient buffer and the step copies nothing (``zero_grad(set_to_none=False)``)."""
+        wanted = {id(param) for param in params if param.grad is not None}
         for layout in self.layouts.values():
-            for param, view in zip(layout.params, layout.grad_views, strict=True):
+            for index, param in enumerate(layout.params):
                 if id(param) in wanted:
-                    view.zero_()
+                    # a view of its own: re-pointing p.grad.data leaves the layout's alone
+                    view = layout.view(layout.flat_grad, index).zero_()
                     param.grad = torch.view_as_complex(view) if param.is_complex() else view
