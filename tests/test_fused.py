@@ -219,7 +219,8 @@ def test_zero_grad_without_none_keeps_gradients_in_the_flat_buffer():
 
 
 def test_auto_compiles_only_where_it_pays():
-    """backend="auto": eager under AUTO_MIN_PARAMS elements, fused from there."""
+    """backend="auto": eager under AUTO_MIN_PARAMS elements, fused from there, eager for
+    ND-Adam (its per-tensor kernels are slower than eager so far)."""
     from adamkit.backends import AUTO_MIN_PARAMS, EagerBackend
     from adamkit.backends.fused import FusedBackend
 
@@ -231,6 +232,10 @@ def test_auto_compiles_only_where_it_pays():
         optimizer.step()
         assert isinstance(optimizer._runner, expected)
         assert torch.equal(params[0], torch.full_like(params[0], -0.1))
+    optimizer = adamkit.NDAdam(large, backend="auto")
+    large[0].grad = torch.ones_like(large[0])
+    optimizer.step()
+    assert isinstance(optimizer._runner, EagerBackend)
 
 
 def test_params_without_grad_stay_out_of_zero_grad_and_step():
