@@ -53,9 +53,13 @@ class TestParamsArgument:
         with pytest.raises(ValueError, match="can't optimize a non-leaf Tensor"):
             info.cls([param() * 2])
 
-    def test_duplicate_in_a_group_warns(self, info):
+    def test_duplicate_in_a_group_is_refused(self, info):
+        """torch warns and steps the param twice; adamkit refuses it, naming the repeat."""
         p = param()
-        with pytest.warns(UserWarning, match="duplicate parameters"):
+        with (
+            pytest.warns(UserWarning, match="duplicate parameters"),
+            pytest.raises(ValueError, match=r"^parameter 1 of the group appears in it twice$"),
+        ):
             info.cls([p, p])
 
     def test_same_param_in_two_groups(self, info):

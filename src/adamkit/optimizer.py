@@ -41,7 +41,14 @@ class RuleOptimizer(torch.optim.Optimizer):
             self.rule.complete(param_group, self.defaults)
         super().add_param_group(param_group)
         try:
-            self.rule.validate(self.param_groups[-1])
+            group = self.param_groups[-1]
+            self.rule.validate(group)
+            seen: set[int] = set()
+            for index, param in enumerate(group["params"]):
+                if id(param) in seen:
+                    # torch warns and steps it twice (the fused backend could not): refused
+                    raise ValueError(f"parameter {index} of the group appears in it twice")
+                seen.add(id(param))
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
