@@ -37,20 +37,25 @@ def _kernel(rule, options, maximize, param, grad, names, tensors, scalars, grad_
     return rule.update(param, grad, dict(zip(names, tensors, strict=True)), scalars, options)
 
 
+def compiled_update(rule: Rule, dynamic: bool) -> Callable[..., Any]:
+    """``_kernel`` compiled as a code object of its own (dynamo counts recompiles per code
+    object, so every cached kernel below gets its own budget)."""
+    name = f"{type(rule).__name__}_{'tensor' if dynamic else 'fused'}_update"
+    code = _kernel.__code__.replace(co_name=name, co_qualname=name)
+    function = types.FunctionType(code, _kernel.__globals__, name)
+    return torch.compile(function, dynamic=dynamic, fullgraph=True)
+
+
 _KERNELS: dict[Any, Callable[..., Any]] = {}
 
 
 def kernel(rule: Rule, options: Any, maximize: bool, flat: Tensor) -> Callable[..., Any]:
-    """The compiled update of ``rule`` under ``options`` for buffers like ``flat``: a code
-    object of its own per rule, options and buffer (dynamo counts recompiles per code
-    object). Sizes are static: a kernel specialised to its length runs about 1.4× faster on
-    CPU than a dynamic-size one, and a model's buffers keep their length."""
+    """The compiled update of ``rule`` under ``options`` for buffers like ``flat``. Sizes are
+    static: a kernel specialised to its length runs about 1.4× faster on CPU than a
+    dynamic-size one, and a model's buffers keep their length."""
     key = (type(rule), options, maximize, flat.dtype, flat.device, flat.numel())
     if key not in _KERNELS:
-        name = f"{type(rule).__name__}_fused_update"
-        code = _kernel.__code__.replace(co_name=name, co_qualname=name)
-        function = types.FunctionType(code, _kernel.__globals__, name)
-        _KERNELS[key] = torch.compile(function, dynamic=False, fullgraph=True)
+        _KERNELS[key] = compiled_update(rule, dynamic=False)
     return _KERNELS[key]
 
 
@@ -62,11 +67,7 @@ def tensor_kernel(rule: Rule, options: Any, param: Tensor) -> Callable[..., Any]
     sizes dynamic so that one kernel serves every shape of a dtype and number of dims."""
     key = (type(rule), options, param.dtype, param.device, param.ndim)
     if key not in _TENSOR_KERNELS:
-        name = f"{type(rule).__name__}_tensor_update"
-        code = _kernel.__code__.replace(co_name=name, co_qualname=name)
-        function = types.FunctionType(code, _kernel.__globals__, name)
-        compiled = torch.compile(function, dynamic=True, fullgraph=True)
-
+        compiled = compiled_update(rule, dynamic=True)
         names = tuple(rule.state_names(options))
 
         def update(param, grad, state, scalars, options):
