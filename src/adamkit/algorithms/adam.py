@@ -101,16 +101,18 @@ def update_moments(grad: Tensor, state: State, scalars: Scalars, options: AdamOp
     update_first_moment(exp_avg, grad, scalars["beta1"])
     update_second_moment(exp_avg_sq, grad, scalars["beta2"])
     if not options.amsgrad:
-        denom = exp_avg_sq.sqrt() / scalars["bias_correction2_sqrt"]
-    elif options.amsgrad_max == "raw":
-        max_exp_avg_sq = state["max_exp_avg_sq"]
+        return denominator(exp_avg_sq, scalars)
+    max_exp_avg_sq = state["max_exp_avg_sq"]
+    if options.amsgrad_max == "raw":
         torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        denom = max_exp_avg_sq.sqrt() / scalars["bias_correction2_sqrt"]
-    else:
-        max_exp_avg_sq = state["max_exp_avg_sq"]
-        torch.maximum(max_exp_avg_sq, exp_avg_sq / scalars["bias_correction2"], out=max_exp_avg_sq)
-        denom = max_exp_avg_sq.sqrt()
-    return denom.add_(scalars["eps"])
+        return denominator(max_exp_avg_sq, scalars)
+    torch.maximum(max_exp_avg_sq, exp_avg_sq / scalars["bias_correction2"], out=max_exp_avg_sq)
+    return max_exp_avg_sq.sqrt().add_(scalars["eps"])
+
+
+def denominator(second_moment: Tensor, scalars: Scalars) -> Tensor:
+    """sqrt(v/(1−β2^t)) + ε, as a new tensor (ND-Adam passes its per-vector v)."""
+    return (second_moment.sqrt() / scalars["bias_correction2_sqrt"]).add_(scalars["eps"])
 
 
 class AdamWRule(AdamRule):

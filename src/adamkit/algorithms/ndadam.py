@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from adamkit.algorithms.adam import AdamOptions, AdamRule, adam_scalars
+from adamkit.algorithms.adam import AdamOptions, AdamRule, adam_scalars, denominator
 from adamkit.algorithms.common import (
     check_adam_family,
     check_choice,
@@ -139,8 +139,7 @@ class NDAdamRule(Rule):
         update_first_moment(exp_avg, grad, scalars["beta1"])
         beta2 = scalars["beta2"]
         exp_avg_sq.mul_(beta2).add_(grad.square().sum(axes, keepdim=True), alpha=1.0 - beta2)
-        denom = (exp_avg_sq.sqrt() / scalars["bias_correction2_sqrt"]).add_(scalars["eps"])
-        param.addcdiv_(exp_avg, denom, value=-scalars["step_size"])
+        param.addcdiv_(exp_avg, denominator(exp_avg_sq, scalars), value=-scalars["step_size"])
         normalize_(param, axes)
 
 
