@@ -10,6 +10,7 @@ import torch
 import adamkit
 
 from harness import gradient_script, leaves, run, snapshot
+from registry import OPTIM_DB
 
 
 def lockstep_with_torch(ours, theirs, ours_params, torch_params, script, between=None):
@@ -164,3 +165,31 @@ def test_adagrad_tensor_initial_accumulator_value():
         torch.equal(a["sum"], b["sum"])
         for a, b in zip(snapshot(optimizer, params), snapshot(twin, twin_params), strict=True)
     )
+
+
+@pytest.mark.parametrize("info", OPTIM_DB, ids=lambda info: info.cls.__name__)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_steps_in_float32_rounded_once(info, dtype):
+    """A bfloat16/float16 param steps as its float32 upcast would, params and state rounded
+    to the low precision once per step (not after every op): bit for bit, 6 steps."""
+    config = info.sweep[0]
+    low = leaves(dtype)
+    high = [p.detach().float().requires_grad_() for p in low]
+    ours = info.cls(low, **config)
+    twin = info.cls(high, **config)
+    script = gradient_script(6, dtype, shapes=[tuple(p.shape) for p in low])
+    for grads in script:
+        for param, shadow, grad in zip(low, high, grads, strict=True):
+            param.grad, shadow.grad = grad.clone(), grad.float()
+        ours.step()
+        twin.step()
+        with torch.no_grad():
+            for param, shadow in zip(low, high, strict=True):
+                pairs = [(param, shadow)] + [
+                    (value, twin.state[shadow][name])
+                    for name, value in ours.state[param].items()
+                    if isinstance(value, torch.Tensor) and value.dtype == dtype
+                ]
+                for value, upcast in pairs:  # ours, and the float32 twin's rounded once
+                    assert torch.equal(value, upcast.to(dtype))
+                    upcast.copy_(value)
