@@ -41,18 +41,26 @@ ALGORITHMS = [
     ("Adamax", adamkit.Adamax, {}, torch.optim.Adamax, 2),
     ("NAdam", adamkit.NAdam, {}, torch.optim.NAdam, 2),
     ("SWATS", adamkit.SWATS, {}, None, 2),
-    # 1-d params are not vectors: ND-Adam steps them as Adam, one kernel per tensor
-    ("ND-Adam", adamkit.NDAdam, {}, None, 2),
+    # its params are matrices with unit-norm rows (see make_params); v is one number per row
+    ("ND-Adam", adamkit.NDAdam, {}, None, 1),
 ]
 TORCH_FUSED = {torch.optim.SGD, torch.optim.Adagrad, torch.optim.Adam, torch.optim.AdamW}
 
 
-def make_params(total: int, count: int) -> list[torch.Tensor]:
+def make_params(total: int, count: int, vectors: bool = False) -> list[torch.Tensor]:
+    """``count`` fp32 params of ``total`` elements in all, with gradients: 1-D, or for
+    ``vectors`` matrices whose rows (100 to 1 000 elements) have unit norm, ND-Adam's
+    weight vectors."""
     generator = torch.Generator().manual_seed(0)
+    size = total // count
+    shape = (size // min(1000, size // 10), min(1000, size // 10)) if vectors else (size,)
     params = []
     for _ in range(count):
-        param = torch.randn(total // count, generator=generator).requires_grad_()
-        param.grad = torch.randn(total // count, generator=generator)
+        param = torch.randn(shape, generator=generator)
+        if vectors:
+            adamkit.normalize_vectors_([param])
+        param.requires_grad_()
+        param.grad = torch.randn(shape, generator=generator)
         params.append(param)
     return params
 
@@ -151,14 +159,16 @@ def run(total: int, count: int, seconds: float) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, cls, kwargs, torch_cls, states in ALGORITHMS:
-        params = make_params(total, count)
+        vectors = cls is adamkit.NDAdam
+        params = make_params(total, count, vectors)
         start = time.perf_counter()
         step = fused_step(cls, kwargs, params, fresh_grads=False)
         first = time.perf_counter() - start
         fused = throughput(step, total, seconds)
         extra = allocated_by(step) / 1e6
-        fresh = throughput(fused_step(cls, kwargs, make_params(total, count), True), total, seconds)
-        eager = throughput(cls(make_params(total, count), **kwargs).step, total, seconds)
+        fresh = fused_step(cls, kwargs, make_params(total, count, vectors), True)
+        fresh = throughput(fresh, total, seconds)
+        eager = throughput(cls(make_params(total, count, vectors), **kwargs).step, total, seconds)
         cells = [fused, fresh, eager]
         for variant in ({"foreach": False}, {"foreach": True}, {"fused": True}):
             if torch_cls is None or ("fused" in variant and torch_cls not in TORCH_FUSED):

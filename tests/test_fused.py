@@ -216,8 +216,7 @@ def test_zero_grad_without_none_keeps_gradients_in_the_flat_buffer():
 
 
 def test_auto_compiles_only_where_it_pays():
-    """backend="auto": eager under AUTO_MIN_PARAMS elements, fused from there, eager for
-    ND-Adam (its per-tensor kernels are slower than eager so far)."""
+    """backend="auto": eager under AUTO_MIN_PARAMS elements, fused from there."""
     from adamkit.backends import AUTO_MIN_PARAMS, EagerBackend
     from adamkit.backends.fused import FusedBackend
 
@@ -229,10 +228,42 @@ def test_auto_compiles_only_where_it_pays():
         optimizer.step()
         assert isinstance(optimizer._runner, expected)
         assert torch.equal(params[0], torch.full_like(params[0], -0.1))
-    optimizer = adamkit.NDAdam(large, backend="auto")
-    large[0].grad = torch.ones_like(large[0])
-    optimizer.step()
-    assert isinstance(optimizer._runner, EagerBackend)
+
+
+def test_ndadam_stacks_vectors_of_one_length():
+    """ND-Adam's fused backend: one layout (one kernel) per vector length, one for the
+    non-vector params; a param whose vectors are not contiguous rows (a transposed matrix)
+    steps alone. Equal to eager."""
+
+    def params(dtype):
+        generator = torch.Generator().manual_seed(3)
+        shapes = [(4, 8), (5,), (3, 8), (5, 6), (2, 2, 2, 1), (8,)]
+        tensors = [torch.randn(s, generator=generator, dtype=dtype) for s in shapes]
+        tensors.append(torch.randn(8, 4, generator=generator, dtype=dtype).t())
+        adamkit.normalize_vectors_(tensors)
+        return [t.requires_grad_() for t in tensors]
+
+    def feed(optimizer, tensors):
+        generator = torch.Generator().manual_seed(4)
+        for _ in range(20):
+            for tensor in tensors:
+                tensor.grad = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
+            optimizer.step()
+        return snapshot(optimizer, tensors)
+
+    info = next(info for info in OPTIM_DB if info.cls is adamkit.NDAdam)
+    eager, fused = twin_runs(info, {}, torch.float64, params=params, feed=feed)
+    assert_close_to(fused, eager, torch.float64)
+    optimizer = adamkit.NDAdam(params(torch.float32), backend="fused")
+    feed(optimizer, optimizer.param_groups[0]["params"])
+    layouts = optimizer._runner.layouts.values()
+    # widths: 8 for (4, 8) and (3, 8); 6; 4 for (2, 2, 2, 1); 0 for the two 1-D params
+    assert sorted((layout.form.width, len(layout.params)) for layout in layouts) == [
+        (0, 2),
+        (4, 1),
+        (6, 1),
+        (8, 2),
+    ]
 
 
 def test_params_without_grad_stay_out_of_zero_grad_and_step():

@@ -125,7 +125,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         grad_scale = getattr(self, "grad_scale", None)
         if self._runner is None:
             size = sum(p.numel() for group in self.param_groups for p in group["params"])
-            self._runner = BACKENDS[choose_backend(self.backend, self.rule, size)]()
+            self._runner = BACKENDS[choose_backend(self.backend, size)]()
         step_group = self._runner.step_group
         with_grad = [
             [p for p in group["params"] if p.grad is not None] for group in self.param_groups

@@ -37,6 +37,16 @@ class GroupStep(NamedTuple):
     sums: Sequence[Sums | None]
 
 
+class FusedForm(NamedTuple):
+    """Params with equal forms are stacked. ``width`` 0: their elements, as one 1-D tensor;
+    ``width`` L > 0: their slices ``p[j]`` (each of L elements, contiguous in storage) as the
+    rows of one (rows, L) tensor. ``options``: the options :meth:`Rule.update` reads for the
+    stacked tensor."""
+
+    width: int
+    options: Hashable
+
+
 def scalar_dtype() -> torch.dtype:
     """The dtype of 0-dim state such as ``step``: float64 under a float64 default dtype,
     float32 otherwise (torch.optim's convention, so state dicts match)."""
@@ -55,9 +65,12 @@ class Rule(ABC):
     # kept in :func:`scalar_dtype` and never cast to the param's dtype on load, like ``step``
     scalar_state_names: ClassVar[tuple[str, ...]] = ()
     supports_complex: ClassVar[bool] = True
-    # whether the fused backend can put its params and state in flat buffers: every state
-    # tensor shaped like the param (ND-Adam's per-vector moments are not: it runs per tensor)
-    flattens: ClassVar[bool] = True
+
+    def fused_form(self, param: Tensor, options: Any) -> FusedForm | None:
+        """How the fused backend may stack ``param`` with others of its group, dtype and
+        device into one tensor that :meth:`update` steps at once: element-wise rules stack
+        elements (the default). None: the param steps alone."""
+        return FusedForm(0, options)
 
     def per_tensor(self, group: Group) -> bool:
         """Whether the sums an update returns must be per tensor (the fused backend then

@@ -16,7 +16,7 @@ from adamkit.algorithms.common import (
     weight_decay_mode,
 )
 from adamkit.optimizer import Params, RuleOptimizer
-from adamkit.rule import Group, Rule, Scalars, State
+from adamkit.rule import FusedForm, Group, Rule, Scalars, State
 
 VecAxes = Sequence[int] | None
 
@@ -99,7 +99,6 @@ class NDAdamRule(Rule):
 
     name = "NDAdam"
     supports_complex = False
-    flattens = False  # one second moment per vector
     adam = AdamRule()
 
     def validate(self, group: Group) -> None:
@@ -112,6 +111,16 @@ class NDAdamRule(Rule):
         return NDAdamOptions(
             weight_decay_mode(group), None if vec_axes is None else tuple(vec_axes)
         )
+
+    def fused_form(self, param: Tensor, options: NDAdamOptions) -> FusedForm | None:
+        """Non-vector params stack as Adam's elements; params whose vectors are the slices
+        ``p[j]`` stack as rows (one kernel per vector length); others step alone."""
+        axes = vector_axes(param.ndim, options.vec_axes)
+        if not axes or param.numel() == 0:
+            return FusedForm(0, options._replace(vec_axes=()))
+        if axes == tuple(range(1, param.ndim)):
+            return FusedForm(param[0].numel(), options._replace(vec_axes=(1,)))
+        return None
 
     def state_names(self, options: NDAdamOptions) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")

@@ -46,10 +46,9 @@ def check_backend(name: str) -> None:
         raise ValueError(f"Invalid backend: {name!r}, expected one of {CHOICES}")
 
 
-def choose_backend(name: str, rule: Rule, size: int) -> str:
+def choose_backend(name: str, size: int) -> str:
     """The backend that runs: ``name``, or for ``"auto"`` the fused one where the
-    optimizer's ``size`` (parameter elements) repays the compile and the rule's state is
-    flat (ND-Adam's per-tensor kernels do not beat eager yet)."""
+    optimizer's ``size`` (parameter elements) repays the compile."""
     if name != "auto":
         return name
-    return "fused" if rule.flattens and size >= AUTO_MIN_PARAMS else "eager"
+    return "fused" if size >= AUTO_MIN_PARAMS else "eager"

@@ -1,11 +1,12 @@
 """The fused backend: a rule's update compiled once and run over flat storage.
 
-Per param group and (device, dtype), the params, their gradients and every state tensor live
-in flat buffers, and each param's ``.data`` and each state entry is a view into them. The
-rule's :meth:`~adamkit.rule.Rule.update`, the same function the eager backend calls, then runs
-once over the whole buffer as one ``torch.compile``d kernel: one kernel per rule, options and
-dtype and buffer length, the per-step numbers passed as 0-dim tensors so that changing them
-never recompiles.
+Per param group, (device, dtype) and :class:`~adamkit.rule.FusedForm`, the params, their
+gradients and every state tensor live in flat buffers, and each param's ``.data`` and each
+state entry is a view into them. The rule's :meth:`~adamkit.rule.Rule.update`, the same
+function the eager backend calls, then runs once over the whole buffer (1-D, or as rows for
+ND-Adam's vectors) as one ``torch.compile``d kernel: one kernel per rule, options, dtype and
+buffer shape, the per-step numbers passed as 0-dim tensors so that changing them never
+recompiles.
 
 Gradients are copied into the flat gradient buffer at each step (``p.grad`` is never
 replaced), unless they already are its views (:meth:`FusedBackend.adopt_grads`).
@@ -16,17 +17,20 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from adamkit.backends.eager import real_view
 from adamkit.backends.eager import step_group as eager_step_group
-from adamkit.rule import Group, Rule, Sums, scalar_dtype
+from adamkit.rule import FusedForm, Group, Rule, Sums, scalar_dtype
 
 States = MutableMapping[Tensor, dict[str, Any]]
 ALIGN = 16  # elements: each param's slice of a flat buffer starts on a multiple of it
+# elements of one block of rows (width > 0): 2 MB of float32 per buffer, which measured
+# fastest for ND-Adam on 2 CPU cores (0.29 Gparam/s unblocked, 0.6–0.77 in blocks of 0.25–2 M)
+BLOCK = 1 << 19
 
 
 def _kernel(rule, options, maximize, param, grad, names, tensors, scalars, grad_scale):
@@ -53,7 +57,7 @@ def kernel(rule: Rule, options: Any, maximize: bool, flat: Tensor) -> Callable[.
     """The compiled update of ``rule`` under ``options`` for buffers like ``flat``. Sizes are
     static: a kernel specialised to its length runs about 1.4× faster on CPU than a
     dynamic-size one, and a model's buffers keep their length."""
-    key = (type(rule), options, maximize, flat.dtype, flat.device, flat.numel())
+    key = (type(rule), options, maximize, flat.dtype, flat.device, flat.shape)
     if key not in _KERNELS:
         _KERNELS[key] = compiled_update(rule, dynamic=False)
     return _KERNELS[key]
@@ -63,8 +67,9 @@ _TENSOR_KERNELS: dict[Any, Callable[..., Any]] = {}
 
 
 def tensor_kernel(rule: Rule, options: Any, param: Tensor) -> Callable[..., Any]:
-    """The compiled update for rules whose state is not flat (ND-Adam): one call per param,
-    sizes dynamic so that one kernel serves every shape of a dtype and number of dims."""
+    """The compiled update for a param that steps alone (its rule's fused form is None:
+    ND-Adam's vectors along other axes than ``p[j]``): sizes dynamic, so that one kernel
+    serves every shape of a dtype and number of dims."""
     key = (type(rule), options, param.dtype, param.device, param.ndim)
     if key not in _TENSOR_KERNELS:
         compiled = compiled_update(rule, dynamic=True)
@@ -99,12 +104,14 @@ def dense_strides(tensor: Tensor) -> tuple[int, ...]:
 
 @dataclass
 class Layout:
-    """Flat buffers for one (device, dtype) partition of a group's params, and the views that
-    the params, their gradients and their state entries are of them."""
+    """Flat buffers for params of one group, device, dtype and fused form, and the views
+    that the params, their gradients and their state entries are of them. Param ``i`` holds
+    the rows ``starts[i]…`` of the stacked tensor (a row is one element for width 0)."""
 
+    form: FusedForm
     params: list[Tensor]
-    offsets: list[int]
-    strides: list[tuple[int, ...]]
+    starts: list[int]
+    rows: int
     flat_param: Tensor
     flat_grad: Tensor
     flat_state: dict[str, Tensor] = field(default_factory=dict)
@@ -113,10 +120,16 @@ class Layout:
     grad_views: list[Tensor] = field(default_factory=list)
     state_views: dict[str, list[Tensor]] = field(default_factory=dict)
 
-    def view(self, flat: Tensor, index: int) -> Tensor:
-        """Element ``index``'s slice of ``flat`` shaped as that param's real view."""
-        shape = real_view(self.params[index]).shape
-        return flat.as_strided(shape, self.strides[index], self.offsets[index])
+    def stacked(self, flat: Tensor) -> Tensor:
+        """``flat`` as the tensor the kernel steps: 1-D, or (rows, width)."""
+        return flat.view(self.rows, -1) if self.form.width else flat
+
+    def view(self, flat: Tensor, index: int, like: Tensor | None = None) -> Tensor:
+        """Param ``index``'s part of ``flat`` (a flat param, gradient or state buffer),
+        shaped and strided like ``like`` (default: the param's real view)."""
+        like = real_view(self.params[index]) if like is None else like
+        per_row = flat.numel() // self.rows if self.rows else 0
+        return flat.as_strided(like.shape, dense_strides(like), self.starts[index] * per_row)
 
     def owns(self, params: Sequence[Tensor], states: States) -> bool:
         """The params are still views of this layout and their state entries its views (a
@@ -149,23 +162,30 @@ def buckets(rule: Rule, params: Sequence[Tensor], states: States) -> list[list[T
     return list(parts.values())
 
 
-def build(rule: Rule, options: Any, params: Sequence[Tensor], states: States) -> Layout:
+def build(
+    rule: Rule, options: Any, form: FusedForm, params: Sequence[Tensor], states: States
+) -> Layout:
     """Move ``params`` and their state into flat buffers; each param's ``.data`` and each
     state entry become views of them (the values are copied, nothing else changes)."""
     reals = [real_view(param.detach()) for param in params]
-    offsets, total = [], 0
+    starts, rows = [], 0
     for real in reals:
-        offsets.append(total)
-        # every param starts on a multiple of ALIGN elements: a complex param's real view
-        # needs an even offset, and aligned starts vectorise; the gaps stay 0
-        total += -(-real.numel() // ALIGN) * ALIGN
+        starts.append(rows)
+        if form.width:
+            rows += real.shape[0]
+        else:
+            # every param starts on a multiple of ALIGN elements: a complex param's real view
+            # needs an even offset, and aligned starts vectorise; the gaps stay 0
+            rows += -(-real.numel() // ALIGN) * ALIGN
     like = reals[0]
+    size = rows * max(form.width, 1)
     layout = Layout(
+        form=form,
         params=list(params),
-        offsets=offsets,
-        strides=[dense_strides(real) for real in reals],
-        flat_param=torch.zeros(total, dtype=like.dtype, device=like.device),
-        flat_grad=torch.zeros(total, dtype=like.dtype, device=like.device),
+        starts=starts,
+        rows=rows,
+        flat_param=torch.zeros(size, dtype=like.dtype, device=like.device),
+        flat_grad=torch.zeros(size, dtype=like.dtype, device=like.device),
     )
     for index, (param, real) in enumerate(zip(params, reals, strict=True)):
         view = layout.view(layout.flat_param, index)
@@ -201,19 +221,44 @@ def release(layout: Layout, states: States, keep: set[int]) -> None:
 def add_state(
     layout: Layout, rule: Rule, options: Any, states: States, names: Sequence[str]
 ) -> None:
-    """Flat buffers for state ``names``: the params' existing values, or the rule's initial
-    ones."""
+    """Flat buffers for state ``names``, shaped as the rule makes them for the stacked param:
+    the params' existing values, or the rule's initial ones."""
+    stacked = layout.stacked(layout.flat_param)
     for name in names:
-        flat = torch.zeros_like(layout.flat_param)
+        flat = rule.init_state(name, stacked, layout.form.options).zero_().view(-1)
         layout.state_views[name] = []
         for index, param in enumerate(layout.params):
-            view = layout.view(flat, index)
             value = states[param].get(name)
-            view.copy_(real_view(rule.init_state(name, param, options) if value is None else value))
+            value = real_view(rule.init_state(name, param, options) if value is None else value)
+            view = layout.view(flat, index, like=value)
+            view.copy_(value)
             view = torch.view_as_complex(view) if param.is_complex() else view
             states[param][name] = view
             layout.state_views[name].append(view)
         layout.flat_state[name] = flat
+
+
+class Plan(NamedTuple):
+    options: Any
+    alone: list[Tensor]
+    partitions: list[tuple[FusedForm, list[Tensor]]]
+
+
+def partition(rule: Rule, group: Group, options: Any, params: Sequence[Tensor]) -> Plan:
+    """``params`` split by device, dtype and fused form (and per param where the rule's sums
+    must be per tensor); those that cannot be stacked step alone."""
+    parts: dict[tuple[Any, ...], list[Tensor]] = {}
+    alone: list[Tensor] = []
+    per_tensor = rule.per_tensor(group)
+    for param in params:
+        real = real_view(param)
+        form = rule.fused_form(real, options)
+        if form is None or (form.width and dense_strides(real)[0] != form.width):
+            alone.append(param)  # its vectors are not contiguous rows of its storage
+            continue
+        key = (real.device, real.dtype, form, id(param) if per_tensor else None)
+        parts.setdefault(key, []).append(param)
+    return Plan(options, alone, [(key[2], members) for key, members in parts.items()])
 
 
 class FusedBackend:
@@ -222,6 +267,9 @@ class FusedBackend:
     def __init__(self) -> None:
         self.layouts: dict[tuple[int, ...], Layout] = {}
         self.owner: dict[int, tuple[int, ...]] = {}
+        # per list of params: the options, the params that step alone, and the partitions
+        # (form, members), reused while every partition's layout still holds its members
+        self.plans: dict[tuple[int, ...], Plan] = {}
 
     def step_group(
         self,
@@ -231,21 +279,25 @@ class FusedBackend:
         states: States,
         grad_scale: Tensor | None = None,
     ) -> list[Sums | None]:
-        if not rule.flattens:
+        options = rule.options(group)
+        plan = self.plans.get(tuple(map(id, params)))
+        held = plan is not None and plan.options == options and self.holds(plan, states)
+        if not held:
+            plan = self.plans[tuple(map(id, params))] = partition(rule, group, options, params)
+        sums: dict[int, Sums | None] = {}
+        if plan.alone:
 
             def update(param: Tensor, *args: Any) -> Sums | None:
                 return tensor_kernel(rule, args[-1], param)(param, *args)
 
-            return eager_step_group(rule, group, params, states, grad_scale, update)
-        partitions: dict[tuple[Any, ...], list[Tensor]] = {}
-        alone = rule.per_tensor(group)
-        for param in params:
-            real = real_view(param)
-            key = (real.device, real.dtype, id(param) if alone else None)
-            partitions.setdefault(key, []).append(param)
-        sums: dict[int, Sums | None] = {}
-        for members in partitions.values():
-            totals = self.step_partition(rule, group, members, states, grad_scale)
+            results = eager_step_group(rule, group, plan.alone, states, grad_scale, update)
+            sums.update(zip(map(id, plan.alone), results, strict=True))
+        for form, members in plan.partitions:
+            if held:
+                layout = self.layouts[tuple(map(id, members))]
+                totals = self.step_layout(rule, group, layout, states, grad_scale)
+            else:
+                totals = self.step_partition(rule, group, form, members, states, grad_scale)
             # the part's sums go to its first param, zeros to the others: the same totals
             for index, param in enumerate(members):
                 sums[id(param)] = (
@@ -255,19 +307,26 @@ class FusedBackend:
                 )
         return [sums[id(param)] for param in params]
 
+    def holds(self, plan: Plan, states: States) -> bool:
+        """Every partition of ``plan`` is one layout that still holds its members (their
+        shapes and storage are then those the plan was made for)."""
+        for form, members in plan.partitions:
+            layout = self.layouts.get(tuple(map(id, members)))
+            if layout is None or layout.form != form or not layout.owns(members, states):
+                return False
+        return True
+
     def step_partition(
         self,
         rule: Rule,
         group: Group,
+        form: FusedForm,
         params: list[Tensor],
         states: States,
         grad_scale: Tensor | None,
     ) -> Sums | None:
-        """Step ``params`` (one device and dtype); returns the sums their updates return,
-        added over them."""
-        layout = self.layouts.get(tuple(map(id, params)))
-        if layout is not None and layout.owns(params, states):
-            return self.step_layout(rule, group, layout, states, grad_scale)
+        """Step ``params`` (one device, dtype and form) in a layout per bucket, built where
+        none holds the bucket. Returns the sums their updates return, added over them."""
         options = rule.options(group)
         for param in params:
             states[param].setdefault("step", torch.tensor(0.0, dtype=scalar_dtype()))
@@ -278,13 +337,13 @@ class FusedBackend:
         for part in buckets(rule, params, states):
             key = tuple(map(id, part))
             layout = self.layouts.get(key)
-            if layout is None or not layout.owns(part, states):
+            if layout is None or layout.form != form or not layout.owns(part, states):
                 for param in part:  # a param moves to the new layout: drop its old one
                     old = self.layouts.pop(self.owner.get(id(param)), None)
                     if old is not None:
                         release(old, states, keep={id(p) for p in part})
                     self.owner[id(param)] = key
-                layout = self.layouts[key] = build(rule, options, part, states)
+                layout = self.layouts[key] = build(rule, options, form, part, states)
             result = self.step_layout(rule, group, layout, states, grad_scale)
             if result is not None:
                 totals.append(result)
@@ -312,20 +371,31 @@ class FusedBackend:
         add_state(layout, rule, options, states, [n for n in names if n not in layout.flat_state])
         self.gather_grads(layout)
         maximize = bool(group["maximize"])
-        sums = kernel(rule, options, maximize, layout.flat_param)(
-            rule,
-            options,
-            maximize,
-            layout.flat_param,
-            layout.flat_grad,
-            names,
-            [layout.flat_state[name] for name in names],
-            {name: as_kernel_scalar(value) for name, value in scalars.items()},
-            grad_scale,
-        )
+        numbers = {name: as_kernel_scalar(value) for name, value in scalars.items()}
+        flats = [layout.flat_param, layout.flat_grad, *(layout.flat_state[n] for n in names)]
+        stacked = [layout.stacked(flat) for flat in flats]
+        # rows (vectors) go in blocks: the kernel passes over a block several times (the
+        # reductions first), and a block stays in cache between the passes
+        block = max(ALIGN, BLOCK // layout.form.width // ALIGN * ALIGN) if layout.form.width else 0
+        totals: list[Sums] = []
+        for start in range(0, layout.rows, block) if block else [0]:
+            param, grad, *tensors = (t[start : start + block] if block else t for t in stacked)
+            sums = kernel(rule, layout.form.options, maximize, param)(
+                rule,
+                layout.form.options,
+                maximize,
+                param,
+                grad,
+                names,
+                tensors,
+                numbers,
+                grad_scale,
+            )
+            if sums is not None:
+                totals.append(sums)
         # the kernel wrote the flat buffer: the params' autograd versions move, as in eager
         torch.autograd.graph.increment_version(layout.params)
-        return sums
+        return {name: sum(t[name] for t in totals) for name in totals[0]} if totals else None
 
     def gather_grads(self, layout: Layout) -> None:
         """Copy each ``p.grad`` into the flat gradient buffer, unless it is its view (same
