@@ -3,9 +3,11 @@
     python benchmarks/step.py            # 20 M params in 200 tensors, then 1 M in 1 000
     python benchmarks/step.py --quick    # 2 M in 20, then 100 k in 100
 
-For each algorithm it prints the throughput (Gparam/s) of adamkit's fused and eager backends
-and of torch's for-loop, foreach and fused implementations where torch has the algorithm,
-each also as a ratio to torch's fused AdamW measured in the same run; the roofline ratio
+For each algorithm it prints the throughput (Gparam/s) of adamkit's fused and eager backends,
+of torch's for-loop, foreach and fused implementations where torch has the algorithm, and of
+heavyball's and pytorch-optimizer's own implementations where they are installed (fed a new
+gradient per param at every step: heavyball sets them to None after a step), each also as a
+ratio to torch's fused AdamW measured in the same run; the roofline ratio
 (the bytes the algorithm must move per step over the machine's measured in-place streaming
 bandwidth, against the time the fused step takes); the memory a fused step allocates beyond
 its persistent state; and the first fused step's time (compile included).
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import platform
 import sys
@@ -45,6 +48,31 @@ ALGORITHMS = [
     ("ND-Adam", adamkit.NDAdam, {}, None, 1),
 ]
 TORCH_FUSED = {torch.optim.SGD, torch.optim.Adagrad, torch.optim.Adam, torch.optim.AdamW}
+# the same algorithm in other libraries, measured where the library is installed and has an
+# implementation of its own: library -> algorithm -> (class name, kwargs)
+OTHERS = {
+    "heavyball": {
+        "SGD momentum": ("SGD", {"lr": 0.01, "beta": 0.9}),
+        "RMSprop": ("RMSprop", {}),
+        "AdamW": ("AdamW", {}),
+        "NAdam": ("NAdam", {}),
+    },
+    "pytorch_optimizer": {
+        "SGDW": ("SGDW", {"lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}),
+        "Adamax": ("AdaMax", {}),
+        "SWATS": ("SWATS", {}),
+    },
+}
+
+
+def other_class(library: str, name: str) -> tuple[type, dict] | None:
+    """``OTHERS[library][name]`` imported, or None where either is missing."""
+    entry = OTHERS[library].get(name)
+    try:
+        module = importlib.import_module(library)
+    except ImportError:
+        return None
+    return None if entry is None else (getattr(module, entry[0]), entry[1])
 
 
 def make_params(total: int, count: int, vectors: bool = False) -> list[torch.Tensor]:
@@ -152,6 +180,8 @@ def run(total: int, count: int, seconds: float) -> None:
         "torch loop",
         "torch foreach",
         "torch fused",
+        "heavyball",
+        "pytorch-optimizer",
         "roofline",
         "extra MB",
         "1st step s",
@@ -176,6 +206,20 @@ def run(total: int, count: int, seconds: float) -> None:
                 continue
             optimizer = torch_cls(make_params(total, count), **kwargs, **variant)
             cells.append(throughput(optimizer.step, total, seconds))
+        for library in OTHERS:
+            other = other_class(library, name)
+            if other is None:
+                cells.append(None)
+                continue
+            params = make_params(total, count)
+            optimizer, grads = other[0](params, **other[1]), [p.grad for p in params]
+
+            def step(optimizer=optimizer, params=params, grads=grads) -> None:
+                for param, grad in zip(params, grads, strict=True):
+                    param.grad = grad
+                optimizer.step()
+
+            cells.append(throughput(step, total, seconds))
         roofline = fused * 4 * (3 + 2 * states) / stream
         text = [f"{c:.3f} ({c / base:.2f}×)" if c is not None else "—" for c in cells]
         print(
