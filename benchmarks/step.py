@@ -7,7 +7,7 @@ For each algorithm it prints the throughput (Gparam/s) of adamkit's fused and ea
 of torch's for-loop, foreach and fused implementations where torch has the algorithm, and of
 heavyball's and pytorch-optimizer's own implementations where they are installed (fed a new
 gradient per param at every step: heavyball sets them to None after a step), each also as a
-ratio to torch's fused AdamW measured in the same run; the roofline ratio
+ratio to torch's fused AdamW measured just before the row; the roofline ratio
 (the bytes the algorithm must move per step over the machine's measured in-place streaming
 bandwidth, against the time the fused step takes); the memory a fused step allocates beyond
 its persistent state; and the first fused step's time (compile included).
@@ -165,15 +165,16 @@ def fused_step(cls, kwargs, params, fresh_grads: bool) -> Callable[[], None]:
     return optimizer.step
 
 
-def run(total: int, count: int, seconds: float) -> None:
-    stream = bandwidth(total, seconds)
-    base = throughput(torch.optim.AdamW(make_params(total, count), fused=True).step, total, seconds)
-    print(
-        f"\n{total / 1e6:g} M fp32 params in {count} tensors; torch fused AdamW "
-        f"{base:.3f} Gparam/s; streaming bandwidth {stream:.1f} GB/s"
-    )
+def run(total: int, count: int, seconds: float, others: bool, only: set[str]) -> None:
+    """One table. torch's fused AdamW (the ratios' base) and the streaming bandwidth (the
+    roofline's) are measured again for each row, just before it: the machine's throughput
+    drifts by tens of percent within a run, and a ratio to a number measured minutes
+    earlier would carry that drift."""
+    print(f"\n{total / 1e6:g} M fp32 params in {count} tensors")
     header = (
         "algorithm",
+        "torch fused AdamW",
+        "GB/s",
         "fused",
         "fused,new grads",
         "eager",
@@ -189,6 +190,11 @@ def run(total: int, count: int, seconds: float) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, cls, kwargs, torch_cls, states in ALGORITHMS:
+        if only and name not in only:
+            continue
+        base_step = torch.optim.AdamW(make_params(total, count), fused=True).step
+        base = throughput(base_step, total, seconds)
+        stream = bandwidth(total, seconds)
         vectors = cls is adamkit.NDAdam
         params = make_params(total, count, vectors)
         start = time.perf_counter()
@@ -207,7 +213,7 @@ def run(total: int, count: int, seconds: float) -> None:
             optimizer = torch_cls(make_params(total, count), **kwargs, **variant)
             cells.append(throughput(optimizer.step, total, seconds))
         for library in OTHERS:
-            other = other_class(library, name)
+            other = other_class(library, name) if others else None
             if other is None:
                 cells.append(None)
                 continue
@@ -223,7 +229,9 @@ def run(total: int, count: int, seconds: float) -> None:
         roofline = fused * 4 * (3 + 2 * states) / stream
         text = [f"{c:.3f} ({c / base:.2f}×)" if c is not None else "—" for c in cells]
         print(
-            f"| {name} | " + " | ".join(text) + f" | {roofline:.2f} | {extra:.1f} | {first:.1f} |"
+            f"| {name} | {base:.3f} | {stream:.1f} | "
+            + " | ".join(text)
+            + f" | {roofline:.2f} | {extra:.1f} | {first:.1f} |"
         )
 
 
@@ -231,7 +239,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
     parser.add_argument("--seconds", type=float, default=1.0, help="timing per cell")
+    parser.add_argument(
+        "--others-everywhere",
+        action="store_true",
+        help="measure heavyball and pytorch-optimizer on the many-tensor table too (heavyball "
+        "compiles its step over the tensor list: about 210 s per optimizer for 1 000 tensors)",
+    )
+    parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="rows to run")
     args = parser.parse_args()
+    unknown = set(args.only) - {row[0] for row in ALGORITHMS}
+    if unknown:
+        parser.error(f"unknown algorithm(s): {sorted(unknown)}")
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads"
@@ -239,8 +257,9 @@ def main() -> None:
     sizes = (
         [(2_000_000, 20), (100_000, 100)] if args.quick else [(20_000_000, 200), (1_000_000, 1_000)]
     )
-    for total, count in sizes:
-        run(total, count, args.seconds)
+    for index, (total, count) in enumerate(sizes):
+        others = index == 0 or args.others_everywhere
+        run(total, count, args.seconds, others, set(args.only))
 
 
 if __name__ == "__main__":
