@@ -3,14 +3,18 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: demo test lint bench
+.PHONY: demo compare test lint bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --constraint constraints.txt --editable ".[test]"
 	touch $@
 
+# the lab's quick run of every experiment; the report lands in adamkit-lab/index.html
 demo: $(VENV)/.installed
+	$(VENV)/bin/adamkit demo
+
+compare: $(VENV)/.installed
 	$(PYTHON) examples/quickstart.py
 
 bench: $(VENV)/.installed

@@ -1,6 +1,6 @@
 """adamkit in one screen: each optimizer trains a small MLP next to its torch.optim twin.
 
-Run with ``make demo``. Prints, per optimizer, the final training loss of adamkit and of
+Run with ``make compare``. Prints, per optimizer, the final training loss of adamkit and of
 torch.optim (where torch has the algorithm) and the largest parameter difference between
 the two runs, then a few of the paper forms torch does not offer.
 """

@@ -1,0 +1,5 @@
+"""``python -m adamkit``: the ``adamkit`` command."""
+
+from adamkit.cli import entry
+
+entry()

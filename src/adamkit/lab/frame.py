@@ -1,0 +1,110 @@
+"""The experiment frame: a claim of a paper, a run that returns numbers, plots, a verdict.
+
+An experiment is an :class:`Experiment` built in a module of :mod:`adamkit.lab.experiments`.
+It uses only adamkit's public API. :func:`run_experiment` runs it into ``DIR/NAME/``
+(``result.json`` and the PNGs) and the report (:mod:`adamkit.lab.report`) is rebuilt from
+what the folder holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+import adamkit
+
+T = TypeVar("T")
+VERDICTS = ("reproduced", "partly", "not reproduced")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to run: ``mode`` "quick" (at most 60 s on 2 cores) or "full", the seed, and
+    ``progress(iterable, description, total)``, which wraps a long loop in a progress bar."""
+
+    mode: str
+    seed: int
+    progress: Callable[[Iterable[T], str, int], Iterator[T]]
+
+    @property
+    def quick(self) -> bool:
+        return self.mode == "quick"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A paper's claim as an experiment.
+
+    ``run(settings)`` returns the numbers (JSON-serialisable); ``plot(numbers, folder)``
+    writes PNGs there and returns their file names; ``verdict(numbers)`` returns one of
+    :data:`VERDICTS` and our result in a sentence, computed from the numbers."""
+
+    name: str
+    claim: str
+    paper: str
+    run: Callable[[Settings], dict[str, Any]]
+    plot: Callable[[dict[str, Any], Path], list[str]]
+    verdict: Callable[[dict[str, Any]], tuple[str, str]]
+
+
+def no_progress(iterable: Iterable[T], description: str, total: int) -> Iterator[T]:
+    return iter(iterable)
+
+
+def bar_progress(iterable: Iterable[T], description: str, total: int) -> Iterator[T]:
+    """A tqdm progress bar on stderr (left out where stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return iter(tqdm(iterable, desc=description, total=total, leave=False, disable=None))
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN and ±inf as strings (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
+def run_experiment(experiment: Experiment, settings: Settings, out: Path) -> dict[str, Any]:
+    """Run ``experiment`` into ``out / experiment.name``: its numbers, verdict and timing
+    in ``result.json``, its plots as PNGs. Returns the record written."""
+    folder = out / experiment.name
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    numbers = experiment.run(settings)
+    seconds = time.perf_counter() - start
+    plots = experiment.plot(numbers, folder)
+    verdict, summary = experiment.verdict(numbers)
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict of {experiment.name} must be one of {VERDICTS}: {verdict!r}")
+    record = {
+        "name": experiment.name,
+        "claim": experiment.claim,
+        "paper": experiment.paper,
+        "verdict": verdict,
+        "summary": summary,
+        "mode": settings.mode,
+        "seed": settings.seed,
+        "seconds": round(seconds, 2),
+        "plots": plots,
+        "versions": {
+            "adamkit": adamkit.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "numbers": finite(numbers),
+    }
+    (folder / "result.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
