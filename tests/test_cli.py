@@ -58,6 +58,7 @@ def test_list_names_every_experiment_with_its_claim(capsys):
         (["lab", "run", "reddi", "--seed", "-x"], "--seed"),
         (["lab", "run", "reddi", "--seed", "-3"], "invalid seed '-3'"),
         (["lab", "run", "reddi", "--seed", "1.5"], "invalid seed '1.5'"),
+        (["lab", "run", "reddi", "--seed", "2147483648"], "from 0 to 2147483647"),
         (["lab", "run", "reddi", "--quick", "--full"], "not allowed with"),
         (["lab", "frobnicate"], "invalid choice"),
         (["demo", "--colour"], "unrecognized arguments"),
@@ -125,3 +126,26 @@ def test_demo_runs_every_experiment_quick(fakes, monkeypatch, tmp_path):
     for name in fakes:
         assert json.loads((tmp_path / name / "result.json").read_text())["mode"] == "quick"
     assert Path(tmp_path / "index.html").read_text().count("<section") == len(fakes)
+
+
+def test_an_interrupted_rerun_leaves_no_earlier_record(fakes, tmp_path):
+    """A finished run of "stop", then a rerun interrupted: the report must not show the
+    earlier numbers as if they were the rerun's."""
+    fakes["stop"] = fake("stop")
+    assert cli.main(["lab", "run", "stop", "--out", str(tmp_path)]) == 0
+    fakes["stop"] = fake("stop", interrupt=True)
+    assert cli.main(["lab", "run", "stop", "--out", str(tmp_path)]) == 130
+    assert not (tmp_path / "stop" / "result.json").exists()
+    assert 'id="stop"' not in (tmp_path / "index.html").read_text()
+
+
+def test_foreign_files_in_the_output_folder(fakes, tmp_path, capsys):
+    """A result.json that is not one of ours is left out of the report; a file where an
+    experiment's folder should be is a one-line error."""
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "result.json").write_text("[1, 2]")
+    (tmp_path / "two").write_text("not a folder")
+    assert cli.main(["lab", "run", "one", "--out", str(tmp_path)]) == 0
+    assert 'id="other"' not in (tmp_path / "index.html").read_text()
+    assert cli.main(["lab", "run", "two", "--out", str(tmp_path)]) == 2
+    assert "cannot write the results" in capsys.readouterr().err

@@ -230,6 +230,23 @@ def test_auto_compiles_only_where_it_pays():
         assert torch.equal(params[0], torch.full_like(params[0], -0.1))
 
 
+def random_feed(steps, seed, before=None):
+    """A ``feed`` for :func:`twin_runs`: new random gradients at each step, ``before(step,
+    optimizer, tensors)`` called first; the snapshot at the end."""
+
+    def feed(optimizer, tensors):
+        generator = torch.Generator().manual_seed(seed)
+        for step in range(steps):
+            if before is not None:
+                before(step, optimizer, tensors)
+            for tensor in tensors:
+                tensor.grad = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
+            optimizer.step()
+        return snapshot(optimizer, tensors)
+
+    return feed
+
+
 def test_ndadam_stacks_vectors_of_one_length():
     """ND-Adam's fused backend: one layout (one kernel) per vector length, one for the
     non-vector params; a param whose vectors are not contiguous rows (a transposed matrix)
@@ -243,14 +260,7 @@ def test_ndadam_stacks_vectors_of_one_length():
         adamkit.normalize_vectors_(tensors)
         return [t.requires_grad_() for t in tensors]
 
-    def feed(optimizer, tensors):
-        generator = torch.Generator().manual_seed(4)
-        for _ in range(20):
-            for tensor in tensors:
-                tensor.grad = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
-            optimizer.step()
-        return snapshot(optimizer, tensors)
-
+    feed = random_feed(20, 4)
     info = next(info for info in OPTIM_DB if info.cls is adamkit.NDAdam)
     eager, fused = twin_runs(info, {}, torch.float64, params=params, feed=feed)
     assert_close_to(fused, eager, torch.float64)
@@ -334,3 +344,52 @@ def test_a_param_left_behind_by_a_rebuild_frees_the_old_buffers():
     assert small.untyped_storage().nbytes() == small.numel() * small.element_size()
     assert optimizer.state[small]["exp_avg"].untyped_storage().nbytes() == 40
     assert len(optimizer._runner.layouts) == 1
+
+
+def test_plans_stay_one_per_group_when_the_stepping_params_change():
+    """Params with a gradient on some steps only: the backend keeps one plan per group."""
+    params = [torch.zeros(4, requires_grad=True) for _ in range(6)]
+    optimizer = adamkit.Adam(params, backend="fused")
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(12):
+        chosen = torch.rand(len(params), generator=generator) < 0.5
+        for param, on in zip(params, chosen.tolist(), strict=True):
+            param.grad = torch.ones(4) if on else None
+        optimizer.step()
+    assert len(optimizer._runner.plans) == 1
+
+
+def test_swats_granularity_changed_mid_run_equals_eager():
+    info = next(info for info in OPTIM_DB if info.cls is adamkit.SWATS)
+
+    def switch(step, optimizer, tensors):
+        if step == 4:
+            optimizer.param_groups[0]["granularity"] = "tensor"
+
+    eager, fused = twin_runs(info, {}, torch.float64, feed=random_feed(12, 5, switch))
+    assert_close_to(fused, eager, torch.float64)
+
+
+def test_ndadam_awkward_vectors_equal_eager(monkeypatch):
+    """Rows in several blocks (a small BLOCK), an empty matrix, and a square matrix whose
+    ``.data`` is replaced by its transpose (same storage, other strides) mid-run."""
+    from adamkit.backends import fused as fused_module
+
+    monkeypatch.setattr(fused_module, "BLOCK", 64)  # blocks of 16 rows
+
+    def params(dtype):
+        generator = torch.Generator().manual_seed(6)
+        tensors = [torch.randn(40, 8, generator=generator, dtype=dtype), torch.zeros(5, 0)]
+        tensors.append(torch.randn(3, 3, generator=generator, dtype=dtype))
+        tensors[1] = tensors[1].to(dtype)
+        adamkit.normalize_vectors_(tensors)
+        return [t.requires_grad_() for t in tensors]
+
+    def transpose(step, optimizer, tensors):
+        if step == 4:
+            tensors[2].data = tensors[2].data.t()
+
+    info = next(info for info in OPTIM_DB if info.cls is adamkit.NDAdam)
+    feed = random_feed(8, 7, transpose)
+    eager, fused = twin_runs(info, {}, torch.float64, params=params, feed=feed)
+    assert_close_to(fused, eager, torch.float64)

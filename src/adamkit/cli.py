@@ -35,10 +35,15 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+MAX_SEED = 2**31 - 1
+
+
 def seed(text: str) -> int:
-    value = int(text) if text.isdigit() else -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected an integer >= 0")
+    value = int(text) if text.isascii() and text.isdigit() else -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"invalid seed {text!r}: expected an integer from 0 to {MAX_SEED}"
+        )
     return value
 
 
@@ -91,6 +96,8 @@ def run_all(names: Sequence[str], mode: str, seed: int, out: Path) -> int:
         index = build_index(out, order)
         print(f"\ninterrupted: {done} experiment(s) finished, report: {index}", file=sys.stderr)
         return 130
+    except OSError as error:  # the output folder changed under us (a file named like a result)
+        raise UsageError(f"cannot write the results in {str(out)!r}: {error}") from None
     print(f"report: {out / 'index.html'}")
     return 0
 

@@ -114,11 +114,12 @@ class NDAdamRule(Rule):
 
     def fused_form(self, param: Tensor, options: NDAdamOptions) -> FusedForm | None:
         """Non-vector params stack as Adam's elements; params whose vectors are the slices
-        ``p[j]`` stack as rows (one kernel per vector length); others step alone."""
+        ``p[j]`` stack as rows (one kernel per vector length); others (and empty ones, whose
+        per-vector state is not empty) step alone."""
         axes = vector_axes(param.ndim, options.vec_axes)
-        if not axes or param.numel() == 0:
+        if not axes:
             return FusedForm(0, options._replace(vec_axes=()))
-        if axes == tuple(range(1, param.ndim)):
+        if axes == tuple(range(1, param.ndim)) and param.numel():
             return FusedForm(param[0].numel(), options._replace(vec_axes=(1,)))
         return None
 

@@ -96,6 +96,12 @@ def as_kernel_scalar(value: Any) -> Any:
     return value
 
 
+def place(param: Tensor) -> tuple[Any, ...]:
+    """Where ``param``'s data lives: address, shape and strides (a new ``p.data`` that is a
+    view of the same storage, such as ``p.data.t()``, changes the last two)."""
+    return param.data_ptr(), param.shape, param.stride()
+
+
 def dense_strides(tensor: Tensor) -> tuple[int, ...]:
     """The strides of ``tensor`` where it is dense (a permuted layout such as channels_last
     keeps them), contiguous strides otherwise."""
@@ -116,7 +122,7 @@ class Layout:
     flat_grad: Tensor
     flat_state: dict[str, Tensor] = field(default_factory=dict)
     flat_scalar: dict[str, Tensor] = field(default_factory=dict)
-    param_ptrs: list[int] = field(default_factory=list)
+    places: list[tuple[Any, ...]] = field(default_factory=list)  # per param: see `place`
     grad_views: list[Tensor] = field(default_factory=list)
     state_views: dict[str, list[Tensor]] = field(default_factory=dict)
 
@@ -137,7 +143,7 @@ class Layout:
         if len(params) != len(self.params):
             return False
         for index, param in enumerate(params):
-            if param is not self.params[index] or param.data_ptr() != self.param_ptrs[index]:
+            if param is not self.params[index] or place(param) != self.places[index]:
                 return False
             state = states[param]
             for name, views in self.state_views.items():
@@ -191,7 +197,7 @@ def build(
         view = layout.view(layout.flat_param, index)
         view.copy_(real)
         param.data = torch.view_as_complex(view) if param.is_complex() else view
-        layout.param_ptrs.append(param.data_ptr())
+        layout.places.append(place(param))
         layout.grad_views.append(layout.view(layout.flat_grad, index))
     for name in ("step", *rule.scalar_state_names):
         if name in states[params[0]]:
@@ -209,7 +215,7 @@ def release(layout: Layout, states: States, keep: set[int]) -> None:
     """Give the params of a dropped layout that do not move with ``keep`` (and their state)
     storage of their own, so that the old flat buffers are freed."""
     for index, param in enumerate(layout.params):
-        if id(param) in keep or param.data_ptr() != layout.param_ptrs[index]:
+        if id(param) in keep or param.data_ptr() != layout.places[index][0]:
             continue
         param.data = param.data.clone(memory_format=torch.preserve_format)
         state = states[param]
@@ -239,7 +245,9 @@ def add_state(
 
 
 class Plan(NamedTuple):
+    params: tuple[int, ...]  # ids of the params stepping
     options: Any
+    per_tensor: bool
     alone: list[Tensor]
     partitions: list[tuple[FusedForm, list[Tensor]]]
 
@@ -258,7 +266,8 @@ def partition(rule: Rule, group: Group, options: Any, params: Sequence[Tensor]) 
             continue
         key = (real.device, real.dtype, form, id(param) if per_tensor else None)
         parts.setdefault(key, []).append(param)
-    return Plan(options, alone, [(key[2], members) for key, members in parts.items()])
+    partitions = [(key[2], members) for key, members in parts.items()]
+    return Plan(tuple(map(id, params)), options, per_tensor, alone, partitions)
 
 
 class FusedBackend:
@@ -267,9 +276,9 @@ class FusedBackend:
     def __init__(self) -> None:
         self.layouts: dict[tuple[int, ...], Layout] = {}
         self.owner: dict[int, tuple[int, ...]] = {}
-        # per list of params: the options, the params that step alone, and the partitions
-        # (form, members), reused while every partition's layout still holds its members
-        self.plans: dict[tuple[int, ...], Plan] = {}
+        # per group (by id): the last plan, reused while the same params step with the same
+        # options and every partition's layout still holds its members
+        self.plans: dict[int, Plan] = {}
 
     def step_group(
         self,
@@ -280,10 +289,16 @@ class FusedBackend:
         grad_scale: Tensor | None = None,
     ) -> list[Sums | None]:
         options = rule.options(group)
-        plan = self.plans.get(tuple(map(id, params)))
-        held = plan is not None and plan.options == options and self.holds(plan, states)
+        plan = self.plans.get(id(group))
+        held = (
+            plan is not None
+            and plan.params == tuple(map(id, params))
+            and plan.options == options
+            and plan.per_tensor == rule.per_tensor(group)
+            and self.holds(plan, states)
+        )
         if not held:
-            plan = self.plans[tuple(map(id, params))] = partition(rule, group, options, params)
+            plan = self.plans[id(group)] = partition(rule, group, options, params)
         sums: dict[int, Sums | None] = {}
         if plan.alone:
 

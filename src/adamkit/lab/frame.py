@@ -82,6 +82,10 @@ def run_experiment(experiment: Experiment, settings: Settings, out: Path) -> dic
     in ``result.json``, its plots as PNGs. Returns the record written."""
     folder = out / experiment.name
     folder.mkdir(parents=True, exist_ok=True)
+    for old in (folder / "result.json", *folder.glob("*.png")):
+        old.unlink(
+            missing_ok=True
+        )  # an interrupted run must not leave an earlier run's record behind
     start = time.perf_counter()
     numbers = experiment.run(settings)
     seconds = time.perf_counter() - start

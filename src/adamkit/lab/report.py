@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+FIELDS = ("name", "claim", "paper", "verdict", "summary", "mode", "seed", "seconds", "plots")
 COLOURS = {"reproduced": "#1a7f37", "partly": "#9a6700", "not reproduced": "#cf222e"}
 
 STYLE = """
@@ -28,11 +29,20 @@ def records(out: Path, order: list[str]) -> list[dict[str, Any]]:
     for path in sorted(out.glob("*/result.json")):
         try:
             record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a run that was interrupted while writing: left out
-        found[record.get("name", path.parent.name)] = record
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # unreadable (a run interrupted while writing it): left out
+        if not isinstance(record, dict) or any(field not in record for field in FIELDS):
+            continue  # not a result of ours
+        found[record["name"]] = record
     rank = {name: index for index, name in enumerate(order)}
     return sorted(found.values(), key=lambda r: (rank.get(r["name"], len(rank)), r["name"]))
+
+
+def versions(record: dict[str, Any]) -> str:
+    found = record.get("versions")
+    if not isinstance(found, dict):
+        return "versions not recorded"
+    return ", ".join(f"{name} {version}" for name, version in found.items())
 
 
 def section(record: dict[str, Any]) -> str:
@@ -51,8 +61,8 @@ def section(record: dict[str, Any]) -> str:
 <dt>The paper's result</dt><dd>{e(record["paper"])}</dd>
 <dt>Our result</dt><dd>{e(record["summary"])}</dd>
 </dl>
-<p class="meta">{e(record["mode"])} run, seed {record["seed"]}, {record["seconds"]:.1f} s;
-adamkit {e(record["versions"]["adamkit"])}, torch {e(record["versions"]["torch"])}.
+<p class="meta">{e(str(record["mode"]))} run, seed {e(str(record["seed"]))},
+{e(str(record["seconds"]))} s; {e(versions(record))}.
 Numbers: <a href="{e(record["name"])}/result.json">result.json</a>.</p>
 {images}
 </section>"""

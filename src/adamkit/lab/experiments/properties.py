@@ -276,8 +276,9 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
         f"Over {numbers['steps']} steps of {numbers['coordinates']} coordinates, Adam's "
         f"largest |Δ_t|/bound was {pairs}; gradients scaled by 10^-4…10^4 changed the "
         f"trajectory by at most {scaled:.2g} (relative); Adamax's largest |Δ_t|/α was "
-        f"{adamax}; no step exceeded the exact worst case from Cauchy–Schwarz (largest "
-        f"ratio {worst_case:.6g})."
+        f"{adamax}; "
+        + ("no step exceeded" if worst_case <= 1 + 1e-9 else "some steps EXCEEDED")
+        + f" the exact worst case from Cauchy–Schwarz (largest ratio {worst_case:.6g})."
     )
     return outcome, sentence
 

@@ -135,15 +135,15 @@ def final(numbers: dict[str, Any], problem: str, method: str) -> float:
 def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
     """Reproduced when Adam ends near the worst point +1 and AMSGrad near the optimum −1 on
     the analytic problem, and Adam ends near +1 on the paper's online and stochastic ones
-    with AMSGrad below it (AMSGrad reaches −1 there only after about 1.5 M steps at lr
-    1e-3)."""
+    with AMSGrad well below it, by more than 0.5 (AMSGrad reaches −1 there only after about
+    1.5 M steps at lr 1e-3)."""
     checks = [
         final(numbers, "analytic", "Adam") > 0.9,
         final(numbers, "analytic", "AMSGrad") < -0.9,
     ]
     for problem in ("online", "stochastic"):
         adam, amsgrad = final(numbers, problem, "Adam"), final(numbers, problem, "AMSGrad")
-        checks += [adam > 0.9, amsgrad < adam]
+        checks += [adam > 0.9, amsgrad < adam - 0.5]
     words = "mean iterate over the last 1 % of the steps, " + "; ".join(
         f"{problem} after {numbers[problem]['steps']:,} steps: "
         + ", ".join(
