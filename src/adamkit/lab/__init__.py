@@ -13,7 +13,12 @@ from adamkit.lab.frame import Experiment, Settings, run_experiment
 
 # the experiments, in the report's order: the module of adamkit.lab.experiments that defines
 # each (as EXPERIMENT)
-MODULES = {"reddi": "reddi", "properties": "properties", "trajectories": "trajectories"}
+MODULES = {
+    "reddi": "reddi",
+    "properties": "properties",
+    "trajectories": "trajectories",
+    "kingma-ba": "kingma_ba",
+}
 
 
 def experiment(name: str) -> Experiment:

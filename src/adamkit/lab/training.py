@@ -1,0 +1,133 @@
+"""The lab's training protocol (Kingma & Ba §6; Wilson et al.): every optimizer compared
+starts from the same initial weights and sees the same mini-batches in the same order; a
+learning-rate grid per optimizer; the best setting reported.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from adamkit.lab.data import Dataset, batches
+from adamkit.lab.models import Builder
+
+MakeOptimizer = Callable[[Iterable[Tensor], float], torch.optim.Optimizer]
+History = dict[str, list[float]]
+
+
+def initial_weights(build: Builder, dataset: Dataset, seed: int) -> dict[str, Tensor]:
+    """The model's initial state dict for ``seed``: built once, loaded by every run."""
+    torch.manual_seed(seed)
+    model = build(tuple(dataset.train_x.shape[1:]), dataset.classes)
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).double().mean().item()
+
+
+def train(
+    build: Builder,
+    dataset: Dataset,
+    make: MakeOptimizer,
+    lr: float,
+    epochs: int,
+    seed: int,
+    batch_size: int = 128,
+) -> History:
+    """Train a model built by ``build`` from :func:`initial_weights` ``(seed)`` with
+    ``make(params, lr)``; per epoch: the training loss (mean of the epoch's mini-batch
+    losses, the paper's "training cost"), the training and test accuracy. A run whose loss
+    is not finite stops there, its remaining epochs recorded as inf loss and chance
+    accuracy."""
+    model = build(tuple(dataset.train_x.shape[1:]), dataset.classes)
+    model.load_state_dict(initial_weights(build, dataset, seed))
+    optimizer = make(model.parameters(), lr)
+    order = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout masks
+    history: History = {"train_loss": [], "train_accuracy": [], "test_accuracy": []}
+    for _ in range(epochs):
+        model.train()
+        losses = []
+        for index in batches(len(dataset.train_y), batch_size, order):
+            optimizer.zero_grad()
+            loss = functional.cross_entropy(model(dataset.train_x[index]), dataset.train_y[index])
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        mean = math.fsum(losses) / len(losses)
+        if not math.isfinite(mean):
+            break
+        history["train_loss"].append(mean)
+        history["train_accuracy"].append(accuracy(model, dataset.train_x, dataset.train_y))
+        history["test_accuracy"].append(accuracy(model, dataset.test_x, dataset.test_y))
+    missing = epochs - len(history["train_loss"])
+    history["train_loss"] += [math.inf] * missing
+    history["train_accuracy"] += [1 / dataset.classes] * missing
+    history["test_accuracy"] += [1 / dataset.classes] * missing
+    return history
+
+
+def mean_history(runs: Sequence[History]) -> History:
+    """The per-epoch mean over seeds of every curve."""
+    return {
+        key: [math.fsum(v) / len(v) for v in zip(*(r[key] for r in runs), strict=True)]
+        for key in runs[0]
+    }
+
+
+def spread(runs: Sequence[History], key: str) -> list[float]:
+    """The per-epoch standard deviation over seeds of ``key`` (0 for one seed)."""
+    columns = zip(*(r[key] for r in runs), strict=True)
+    return [torch.tensor(c, dtype=torch.float64).std(unbiased=False).item() for c in columns]
+
+
+def grid_search(
+    run: Callable[[float, int], History],
+    lrs: Sequence[float],
+    seeds: Sequence[int],
+    progress: Callable[..., Any],
+    label: str,
+    extensions: int = 3,
+) -> dict[str, Any]:
+    """``run(lr, seed)`` for every lr and seed; the lr whose mean final training loss is
+    lowest, its mean curves and their spread over seeds, and every lr's final loss. Where
+    the best lr is at an end of the grid, the grid is extended there by its own ratio, up to
+    ``extensions`` times (Wilson et al.'s recipe), so that no optimizer is held back by the
+    grid it was given."""
+    grid = sorted(lrs)
+    results: dict[float, list[History]] = {}
+
+    def evaluate(new: Sequence[float]) -> None:
+        cells = [(lr, seed) for lr in new for seed in seeds]
+        for lr, seed in progress(cells, label, len(cells)):
+            results.setdefault(lr, []).append(run(lr, seed))
+
+    def final(lr: float) -> float:
+        return mean_history(results[lr])["train_loss"][-1]
+
+    evaluate(grid)
+    for _ in range(extensions):
+        best = min(grid, key=lambda lr: (final(lr), lr))
+        if best == grid[-1] and len(grid) > 1:
+            grid.append(grid[-1] * grid[-1] / grid[-2])
+            evaluate(grid[-1:])
+        elif best == grid[0] and len(grid) > 1:
+            grid.insert(0, grid[0] * grid[0] / grid[1])
+            evaluate(grid[:1])
+        else:
+            break
+    best = min(grid, key=lambda lr: (final(lr), lr))
+    return {
+        "lr": best,
+        "curves": mean_history(results[best]),
+        "train_loss_spread": spread(results[best], "train_loss"),
+        "final_loss_per_lr": {f"{lr:.3g}": final(lr) for lr in grid},
+    }
