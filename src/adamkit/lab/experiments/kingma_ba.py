@@ -103,12 +103,12 @@ def plot(numbers: dict[str, Any], folder: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(numbers["models"]), figsize=(18, 4.5))
-    for axis, (model, per_optimizer) in zip(axes, numbers["models"].items(), strict=True):
+    figure, axes = plt.subplots(2, 2, figsize=(13, 9))
+    for axis, (model, per_optimizer) in zip(axes.flat, numbers["models"].items(), strict=True):
         for name, result in per_optimizer.items():
             losses = result["curves"]["train_loss"]
             epochs = range(1, len(losses) + 1)
-            line = axis.plot(epochs, losses, label=f"{name} (lr {result['lr']:g})")[0]
+            line = axis.plot(epochs, losses, label=f"{name} (lr {result['lr']:.3g})")[0]
             low = [m - s for m, s in zip(losses, result["train_loss_spread"], strict=True)]
             high = [m + s for m, s in zip(losses, result["train_loss_spread"], strict=True)]
             axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
