@@ -18,6 +18,7 @@ MODULES = {
     "properties": "properties",
     "trajectories": "trajectories",
     "kingma-ba": "kingma_ba",
+    "weight-decay": "weight_decay",
 }
 
 
