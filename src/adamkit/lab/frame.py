@@ -77,6 +77,26 @@ def finite(value: Any) -> Any:
     return value
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported when a plot is drawn (so that
+    listing or running the lab's numbers needs no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(figure: Any, folder: Path, name: str, title: str) -> str:
+    """Title, lay out, write ``folder/name`` (PNG, 100 dpi) and close ``figure``."""
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(folder / name, dpi=100, bbox_inches="tight")
+    pyplot().close(figure)
+    return name
+
+
 def run_experiment(experiment: Experiment, settings: Settings, out: Path) -> dict[str, Any]:
     """Run ``experiment`` into ``out / experiment.name``: its numbers, verdict and timing
     in ``result.json``, its plots as PNGs. Returns the record written."""

@@ -19,7 +19,7 @@ import torch
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings
+from adamkit.lab.frame import Experiment, Settings, pyplot, save
 from adamkit.lab.training import grid_search, train
 
 MODELS = {
@@ -98,12 +98,7 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
 
 
 def plot(numbers: dict[str, Any], folder: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(2, 2, figsize=(13, 9))
+    figure, axes = pyplot().subplots(2, 2, figsize=(13, 9))
     for axis, (model, per_optimizer) in zip(axes.flat, numbers["models"].items(), strict=True):
         for name, result in per_optimizer.items():
             losses = result["curves"]["train_loss"]
@@ -117,12 +112,8 @@ def plot(numbers: dict[str, Any], folder: Path) -> list[str]:
         axis.set_xlabel("epoch")
         axis.set_ylabel("training loss (cross-entropy)")
         axis.legend(fontsize=8)
-    figure.suptitle("Kingma & Ba §6 on digits: training loss at each optimizer's best lr")
-    figure.tight_layout()
-    name = "kingma_ba_loss.png"
-    figure.savefig(folder / name, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return [name]
+    title = "Kingma & Ba §6 on digits: training loss at each optimizer's best lr"
+    return [save(figure, folder, "kingma_ba_loss.png", title)]
 
 
 EXPERIMENT = Experiment(

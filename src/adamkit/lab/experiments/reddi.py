@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 import adamkit
-from adamkit.lab.frame import Experiment, Settings
+from adamkit.lab.frame import Experiment, Settings, pyplot, save
 
 C = 3.0
 ALPHA = 0.1  # the analytic problem's α in α_t = α/√t
@@ -157,14 +157,9 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
 
 
 def plot(numbers: dict[str, Any], folder: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = []
     for key, label in (("x", "iterate $x_t$"), ("regret", "average regret $R_t/t$")):
-        figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+        figure, axes = pyplot().subplots(1, 3, figsize=(15, 4.2))
         for axis, (problem, title) in zip(axes, PROBLEMS.items(), strict=True):
             for method, record in numbers[problem]["methods"].items():
                 axis.plot(record["step"], record[key], label=method)
@@ -178,12 +173,8 @@ def plot(numbers: dict[str, Any], folder: Path) -> list[str]:
             axis.set_xlabel("step t")
             axis.set_ylabel(label)
             axis.legend(fontsize=8)
-        figure.suptitle(f"Reddi et al.'s counterexamples: {label}")
-        figure.tight_layout()
-        name = f"reddi_{key}.png"
-        figure.savefig(folder / name, dpi=100, bbox_inches="tight")
-        plt.close(figure)
-        names.append(name)
+        title = f"Reddi et al.'s counterexamples: {label}"
+        names.append(save(figure, folder, f"reddi_{key}.png", title))
     return names
 
 

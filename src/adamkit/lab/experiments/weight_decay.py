@@ -19,7 +19,7 @@ from typing import Any
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings
+from adamkit.lab.frame import Experiment, Settings, pyplot, save
 from adamkit.lab.training import train
 
 # name -> (constructor(params, lr, wd), lr grid, weight-decay grid) per mode (quick, full)
@@ -121,12 +121,7 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
 
 
 def plot(numbers: dict[str, Any], folder: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(2, 2, figsize=(12, 10))
+    figure, axes = pyplot().subplots(2, 2, figsize=(12, 10))
     for axis, (name, table) in zip(axes.flat, numbers["optimizers"].items(), strict=True):
         errors = [[100 * e for e in row] for row in table["test_error"]]
         image = axis.imshow(errors, origin="lower", cmap="viridis_r", aspect="auto")
@@ -148,12 +143,8 @@ def plot(numbers: dict[str, Any], folder: Path) -> list[str]:
         axis.set_title(f"{name}: slope {table['slope']:+.2f}")
         axis.legend(loc="upper right", fontsize=8)
         figure.colorbar(image, ax=axis, label="test error (%)")
-    figure.suptitle("Loshchilov & Hutter Fig. 2 on digits: test error over lr × weight decay")
-    figure.tight_layout()
-    name = "weight_decay_heatmaps.png"
-    figure.savefig(folder / name, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return [name]
+    title = "Loshchilov & Hutter Fig. 2 on digits: test error over lr × weight decay"
+    return [save(figure, folder, "weight_decay_heatmaps.png", title)]
 
 
 EXPERIMENT = Experiment(
