@@ -19,6 +19,7 @@ MODULES = {
     "trajectories": "trajectories",
     "kingma-ba": "kingma_ba",
     "weight-decay": "weight_decay",
+    "variants": "variants",
 }
 
 
