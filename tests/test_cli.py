@@ -149,3 +149,32 @@ def test_foreign_files_in_the_output_folder(fakes, tmp_path, capsys):
     assert 'id="other"' not in (tmp_path / "index.html").read_text()
     assert cli.main(["lab", "run", "two", "--out", str(tmp_path)]) == 2
     assert "cannot write the results" in capsys.readouterr().err
+
+
+def test_mnist_needs_its_folder(tmp_path, capsys):
+    assert cli.main(["lab", "run", "variants", "--dataset", "mnist", "--out", str(tmp_path)]) == 2
+    assert "--data PATH is needed" in capsys.readouterr().err
+
+
+def test_a_bad_data_file_is_named_before_anything_runs(tmp_path, capsys):
+    from test_lab_data import corrupt_truncated, write_mnist
+
+    write_mnist(tmp_path)
+    bad = corrupt_truncated(tmp_path)
+    argv = ["lab", "run", "variants", "--dataset", "mnist", "--data", str(tmp_path)]
+    assert cli.main([*argv, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(bad) in error
+    assert not (tmp_path / "out" / "variants").exists()
+
+
+def test_a_training_experiment_runs_on_mnist_files(tmp_path):
+    """variants on tiny MNIST files the test writes: the record names the data set."""
+    from test_lab_data import write_mnist
+
+    write_mnist(tmp_path)
+    argv = ["lab", "run", "variants", "--dataset", "mnist", "--data", str(tmp_path)]
+    assert cli.main([*argv, "--out", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "variants" / "result.json").read_text())
+    assert record["dataset"] == "mnist"
+    assert set(record["numbers"]["optimizers"]) == {"Adam", "Adamax", "NAdam", "AMSGrad", "ND-Adam"}

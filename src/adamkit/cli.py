@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from adamkit.lab import MODULES, Settings, experiment, run_experiment
+from adamkit.lab import MODULES, Settings, data, experiment, run_experiment
 from adamkit.lab.frame import bar_progress
 from adamkit.lab.report import build_index
 
@@ -62,6 +62,13 @@ def parser() -> argparse.ArgumentParser:
     for sub in (run, demo):
         sub.add_argument("--out", default=DEFAULT_OUT, help=f"folder (default: {DEFAULT_OUT})")
         sub.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
+        sub.add_argument(
+            "--dataset",
+            choices=data.KNOWN,
+            default="digits",
+            help="data set of the training experiments (default: digits, bundled)",
+        )
+        sub.add_argument("--data", metavar="PATH", help="folder of the MNIST or CIFAR-10 files")
     return main
 
 
@@ -79,15 +86,15 @@ def output_folder(text: str) -> Path:
     return path
 
 
-def run_all(names: Sequence[str], mode: str, seed: int, out: Path) -> int:
+def run_all(names: Sequence[str], settings: Settings, out: Path) -> int:
     """Run ``names`` in order; the report is rebuilt after each. Returns the exit status."""
     order = list(MODULES)
     done = 0
     try:
         for name in names:
             start = time.perf_counter()
-            print(f"{name} ({mode}) ...", flush=True)
-            record = run_experiment(experiment(name), Settings(mode, seed, bar_progress), out)
+            print(f"{name} ({settings.mode}) ...", flush=True)
+            record = run_experiment(experiment(name), settings, out)
             build_index(out, order)
             done += 1
             took = time.perf_counter() - start
@@ -115,7 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             raise UsageError(f"unknown experiment {unknown[0]!r} (known: {', '.join(MODULES)})")
         mode = "quick" if args.command == "demo" else args.mode or "quick"
-        return run_all(names, mode, args.seed, output_folder(args.out))
+        try:  # read (and check) the data set before anything runs
+            data.load(args.dataset, args.data)
+        except (ValueError, OSError) as error:
+            raise UsageError(str(error)) from None
+        settings = Settings(mode, args.seed, bar_progress, args.dataset, args.data)
+        return run_all(names, settings, output_folder(args.out))
     except UsageError as error:
         print(f"adamkit: error: {error}", file=sys.stderr)
         return 2

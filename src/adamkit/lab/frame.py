@@ -27,12 +27,16 @@ VERDICTS = ("reproduced", "partly", "not reproduced")
 
 @dataclass(frozen=True)
 class Settings:
-    """How to run: ``mode`` "quick" (at most 60 s on 2 cores) or "full", the seed, and
-    ``progress(iterable, description, total)``, which wraps a long loop in a progress bar."""
+    """How to run: ``mode`` "quick" (at most 60 s on 2 cores) or "full", the seed,
+    ``progress(iterable, description, total)``, which wraps a long loop in a progress bar,
+    and the data set of the training experiments (:func:`adamkit.lab.data.load`: "digits",
+    or "mnist"/"cifar10" read from the folder ``data``)."""
 
     mode: str
     seed: int
     progress: Callable[[Iterable[T], str, int], Iterator[T]]
+    dataset: str = "digits"
+    data: str | None = None
 
     @property
     def quick(self) -> bool:
@@ -121,6 +125,7 @@ def run_experiment(experiment: Experiment, settings: Settings, out: Path) -> dic
         "summary": summary,
         "mode": settings.mode,
         "seed": settings.seed,
+        "dataset": settings.dataset,
         "seconds": round(seconds, 2),
         "plots": plots,
         "versions": {

@@ -55,7 +55,7 @@ TOLERANCE = 1.1  # Adam's area under the loss curve within 10 % of the best othe
 
 
 def run(settings: Settings) -> dict[str, Any]:
-    dataset = data.digits()
+    dataset = data.load(settings.dataset, settings.data)
     epochs = 10 if settings.quick else 40
     seeds = [settings.seed] if settings.quick else [settings.seed + i for i in range(3)]
     results: dict[str, Any] = {"epochs": epochs, "seeds": seeds, "models": {}}

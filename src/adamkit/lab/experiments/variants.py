@@ -38,7 +38,7 @@ OPTIMIZERS = {
 
 
 def run(settings: Settings) -> dict[str, Any]:
-    dataset = data.digits()
+    dataset = data.load(settings.dataset, settings.data)
     epochs = 15 if settings.quick else 40
     seeds = [settings.seed] if settings.quick else [settings.seed + i for i in range(3)]
     grid = QUICK_GRID if settings.quick else FULL_GRID

@@ -51,7 +51,7 @@ def grids(name: str, quick: bool) -> tuple[list[float], list[float]]:
 
 
 def run(settings: Settings) -> dict[str, Any]:
-    dataset = data.digits()
+    dataset = data.load(settings.dataset, settings.data)
     epochs = 15 if settings.quick else 40
     seeds = [settings.seed] if settings.quick else [settings.seed + i for i in range(2)]
     results: dict[str, Any] = {"epochs": epochs, "seeds": seeds, "optimizers": {}}
