@@ -98,7 +98,8 @@ def grid_search(
     extensions: int = 3,
 ) -> dict[str, Any]:
     """``run(lr, seed)`` for every lr and seed; the lr whose mean final training loss is
-    lowest, its mean curves and their spread over seeds, and every lr's final loss. Where
+    lowest, its mean curves, their spread over seeds and the mean training loss over the
+    epochs ("area"), and every lr's final loss. Where
     the best lr is at an end of the grid, the grid is extended there by its own ratio, up to
     ``extensions`` times (Wilson et al.'s recipe), so that no optimizer is held back by the
     grid it was given."""
@@ -125,9 +126,12 @@ def grid_search(
         else:
             break
     best = min(grid, key=lambda lr: (final(lr), lr))
+    curves = mean_history(results[best])
     return {
         "lr": best,
-        "curves": mean_history(results[best]),
+        "curves": curves,
+        # the area under its training-loss curve: how fast it converged
+        "area": math.fsum(curves["train_loss"]) / len(curves["train_loss"]),
         "train_loss_spread": spread(results[best], "train_loss"),
         "final_loss_per_lr": {f"{lr:.3g}": final(lr) for lr in grid},
     }

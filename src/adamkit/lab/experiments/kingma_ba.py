@@ -10,7 +10,6 @@ other optimizer's, or below it.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -67,10 +66,8 @@ def run(settings: Settings) -> dict[str, Any]:
             def one(lr: float, seed: int, build=build, make=make) -> dict[str, list[float]]:
                 return train(build, dataset, make, lr, epochs, seed)
 
-            best = grid_search(one, lrs, seeds, settings.progress, f"{model_name}: {name}")
-            losses = best["curves"]["train_loss"]
-            best["area"] = math.fsum(losses) / len(losses)
-            per_optimizer[name] = best
+            label = f"{model_name}: {name}"
+            per_optimizer[name] = grid_search(one, lrs, seeds, settings.progress, label)
         results["models"][model_name] = per_optimizer
     return results
 

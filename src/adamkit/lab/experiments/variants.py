@@ -10,7 +10,6 @@ training loss, ND-Adam's final test accuracy (better generalisation).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +47,7 @@ def run(settings: Settings) -> dict[str, Any]:
         def one(lr: float, seed: int, make=make) -> dict[str, list[float]]:
             return train(models.mlp, dataset, make, lr, epochs, seed)
 
-        best = grid_search(one, grid, seeds, settings.progress, name)
-        losses = best["curves"]["train_loss"]
-        best["area"] = math.fsum(losses) / len(losses)
-        results["optimizers"][name] = best
+        results["optimizers"][name] = grid_search(one, grid, seeds, settings.progress, name)
     return results
 
 
