@@ -70,3 +70,23 @@ def test_a_diverging_run_is_recorded_as_infinite_loss():
     history = train(models.logistic, dataset, lambda p, lr: adamkit.SGD(p, lr=lr), 1e38, 3, 0)
     assert history["train_loss"][-1] == math.inf
     assert len(history["train_loss"]) == len(history["test_accuracy"]) == 3
+
+
+def test_a_schedule_is_built_with_the_epoch_length_and_stepped_after_every_batch():
+    dataset = data.digits()
+    built = []
+
+    def schedule(optimizer, steps_per_epoch):
+        built.append(steps_per_epoch)
+        # lr for the first two steps only
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: float(step < 2))
+
+    def make(params, lr):
+        return adamkit.Adam(params, lr=lr)
+
+    frozen = train(models.mlp, dataset, make, 1e-2, 3, 0, schedule=schedule)
+    assert built == [math.ceil(len(dataset.train_y) / 128)]
+    # after two steps the weights no longer move
+    assert frozen["train_accuracy"][0] == frozen["train_accuracy"][2]
+    unscheduled = train(models.mlp, dataset, make, 1e-2, 3, 0)
+    assert unscheduled["train_accuracy"][2] != frozen["train_accuracy"][2]

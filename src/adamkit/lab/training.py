@@ -17,6 +17,7 @@ from adamkit.lab.data import Dataset, batches
 from adamkit.lab.models import Builder
 
 MakeOptimizer = Callable[[Iterable[Tensor], float], torch.optim.Optimizer]
+MakeSchedule = Callable[[torch.optim.Optimizer, int], Any]
 History = dict[str, list[float]]
 
 
@@ -41,15 +42,18 @@ def train(
     epochs: int,
     seed: int,
     batch_size: int = 128,
+    schedule: MakeSchedule | None = None,
 ) -> History:
     """Train a model built by ``build`` from :func:`initial_weights` ``(seed)`` with
-    ``make(params, lr)``; per epoch: the training loss (mean of the epoch's mini-batch
-    losses, the paper's "training cost"), the training and test accuracy. A run whose loss
-    is not finite stops there, its remaining epochs recorded as inf loss and chance
-    accuracy."""
+    ``make(params, lr)``, and where ``schedule`` is given with the lr scheduler
+    ``schedule(optimizer, steps_per_epoch)``, stepped after every mini-batch. Per epoch: the
+    training loss (mean of the epoch's mini-batch losses, the paper's "training cost"), the
+    training and test accuracy. A run whose loss is not finite stops there, its remaining
+    epochs recorded as inf loss and chance accuracy."""
     model = build(tuple(dataset.train_x.shape[1:]), dataset.classes)
     model.load_state_dict(initial_weights(build, dataset, seed))
     optimizer = make(model.parameters(), lr)
+    scheduler = schedule(optimizer, -(-len(dataset.train_y) // batch_size)) if schedule else None
     order = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout masks
     history: History = {"train_loss": [], "train_accuracy": [], "test_accuracy": []}
@@ -61,6 +65,8 @@ def train(
             loss = functional.cross_entropy(model(dataset.train_x[index]), dataset.train_y[index])
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             losses.append(loss.item())
         mean = math.fsum(losses) / len(losses)
         if not math.isfinite(mean):
