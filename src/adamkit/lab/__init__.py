@@ -20,6 +20,7 @@ MODULES = {
     "kingma-ba": "kingma_ba",
     "weight-decay": "weight_decay",
     "variants": "variants",
+    "restarts": "restarts",
 }
 
 
