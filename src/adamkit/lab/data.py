@@ -7,7 +7,8 @@ rebuilds numpy arrays and nothing else.
 
 Every data set comes back as a :class:`Dataset` of float32 images (n, C, H, W), scaled to
 [0, 1] and then standardised per channel with the train split's mean and (population) standard
-deviation, the same statistics applied to the test split; labels are int64.
+deviation, the same statistics applied to the test split (kept, so that
+:meth:`Dataset.pixels` gives the [0, 1] images back); labels are int64.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ KNOWN = ("digits", "mnist", "cifar10")
 
 @dataclass(frozen=True)
 class Dataset:
-    """A classification data set, both splits standardised with the train split's statistics.
+    """A classification data set, both splits standardised with the train split's statistics
+    ``mean`` and ``std`` (per channel; the std of a constant channel is taken as 1).
 
     The tensors are shared (``digits`` is cached): do not modify them in place.
     """
@@ -60,11 +62,22 @@ class Dataset:
     test_x: Tensor
     test_y: Tensor
     classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def pixels(self, images: Tensor) -> Tensor:
+        """Standardised ``images`` of this data set back in [0, 1] (a new tensor), e.g. as
+        the Bernoulli targets of a VAE (Kingma & Welling 2013)."""
+        mean = torch.tensor(self.mean, dtype=images.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=images.dtype).view(1, -1, 1, 1)
+        return (images * std + mean).clamp_(0, 1)
 
 
-def standardise(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
+def standardise(train: Tensor, test: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Standardise (n, C, H, W) images in place per channel with ``train``'s mean and
-    population std (a constant channel is only centred); returns both."""
+    population std (a constant channel is only centred); returns the means and the stds
+    divided by (1 for a constant channel)."""
+    means, stds = [], []
     for channel in range(train.shape[1]):
         values = train[:, channel]
         mean = values.mean(dtype=torch.float64)
@@ -72,7 +85,9 @@ def standardise(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
         scale = std.item() if std.item() > 0 else 1.0
         for images in (train, test):
             images[:, channel].sub_(mean.item()).div_(scale)
-    return train, test
+        means.append(mean.item())
+        stds.append(scale)
+    return tuple(means), tuple(stds)
 
 
 def _dataset(
@@ -85,7 +100,8 @@ def _dataset(
     labels."""
     train_x = torch.from_numpy(np.asarray(train[0], dtype=np.float32) / np.float32(peak))
     test_x = torch.from_numpy(np.asarray(test[0], dtype=np.float32) / np.float32(peak))
-    train_x, test_x = standardise(train_x.contiguous(), test_x.contiguous())
+    train_x, test_x = train_x.contiguous(), test_x.contiguous()
+    mean, std = standardise(train_x, test_x)
     return Dataset(
         name=name,
         train_x=train_x,
@@ -93,6 +109,8 @@ def _dataset(
         test_x=test_x,
         test_y=torch.from_numpy(np.asarray(test[1], dtype=np.int64)),
         classes=10,
+        mean=mean,
+        std=std,
     )
 
 

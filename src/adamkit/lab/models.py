@@ -1,15 +1,16 @@
 """The lab's models, small enough for 2 CPU cores: logistic regression, an MLP with two
-hidden ReLU layers (optionally with dropout), a small CNN.
+hidden ReLU layers (optionally with dropout), a small CNN, and a variational autoencoder.
 
-Every builder takes the input's shape (C, H, W) and the number of classes, so the same
-experiment runs on digits (1×8×8), MNIST (1×28×28) or CIFAR-10 (3×32×32).
+Every classifier's builder takes the input's shape (C, H, W) and the number of classes, so the
+same experiment runs on digits (1×8×8), MNIST (1×28×28) or CIFAR-10 (3×32×32).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import nn
+from torch import Tensor, nn
+from torch.nn import functional
 
 Shape = tuple[int, int, int]
 Builder = Callable[[Shape, int], nn.Module]
@@ -53,3 +54,42 @@ def cnn(shape: Shape, classes: int, width: int = 16) -> nn.Module:
         nn.ReLU(),
         nn.Linear(64, classes),
     )
+
+
+class VAE(nn.Module):
+    """Kingma & Welling's variational autoencoder (*Auto-Encoding Variational Bayes*, 2013,
+    Appendix C; the model of Kingma & Ba §6.4): an encoder with one softplus hidden layer
+    giving the mean μ and log-variance log σ² of a spherical Gaussian q(z|x), the prior
+    N(0, I), a decoder with one softplus hidden layer giving the logits of independent
+    Bernoulli pixels."""
+
+    def __init__(self, pixels: int, hidden: int, latent: int) -> None:
+        super().__init__()
+        self.latent = latent
+        self.encoder = nn.Sequential(
+            nn.Flatten(), nn.Linear(pixels, hidden), nn.Softplus(), nn.Linear(hidden, 2 * latent)
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, hidden), nn.Softplus(), nn.Linear(hidden, pixels)
+        )
+
+    def forward(self, images: Tensor, noise: Tensor) -> Tensor:
+        """The negative evidence lower bound of each image (pixels in [0, 1]), one sample
+        z = μ + σ·``noise`` (the reparameterisation, ``noise`` ~ N(0, I) of shape
+        (n, latent)): the reconstruction's binary cross-entropy summed over the pixels plus
+        KL(q(z|x) ‖ N(0, I)) = ½ Σ (μ² + σ² − 1 − log σ²)."""
+        mean, log_variance = self.encoder(images).chunk(2, dim=1)
+        z = mean + (0.5 * log_variance).exp() * noise
+        targets = images.flatten(1)
+        reconstruction = functional.binary_cross_entropy_with_logits(
+            self.decoder(z), targets, reduction="none"
+        ).sum(1)
+        divergence = 0.5 * (mean.square() + log_variance.exp() - 1 - log_variance).sum(1)
+        return reconstruction + divergence
+
+
+def vae(shape: Shape, hidden: int = 64, latent: int = 8) -> VAE:
+    """A :class:`VAE` for images of ``shape``: Kingma & Ba §6.4 use 500 hidden units and a
+    50-d latent on MNIST's 784 pixels; the defaults (64, 8) suit digits' 64."""
+    channels, height, width = shape
+    return VAE(channels * height * width, hidden, latent)
