@@ -19,8 +19,9 @@ MODULES = {
     "trajectories": "trajectories",
     "kingma-ba": "kingma_ba",
     "weight-decay": "weight_decay",
-    "variants": "variants",
+    "generalization": "generalization",
     "restarts": "restarts",
+    "variants": "variants",
 }
 
 

@@ -12,7 +12,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,6 +90,28 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plot_epochs(
+    axis: Any, values: Sequence[float], spread: Sequence[float] | None = None, **style: Any
+) -> str:
+    """Plot ``values`` against the epochs 1, 2, ... on ``axis`` and, with ``spread`` (their
+    standard deviation over the seeds), shade values ± spread (on a log axis the band's lower
+    edge stays above a tenth of the value). Returns the line's colour."""
+    epochs = range(1, len(values) + 1)
+    (line,) = axis.plot(epochs, values, **style)
+    if spread is not None:
+        low = [v - s for v, s in zip(values, spread, strict=True)]
+        if axis.get_yscale() == "log":
+            low = [max(edge, v / 10) for edge, v in zip(low, values, strict=True)]
+        high = [v + s for v, s in zip(values, spread, strict=True)]
+        axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+    return line.get_color()
+
+
+def lr_label(name: str, result: dict[str, Any]) -> str:
+    """A legend entry: the optimizer's name and the lr a grid search kept."""
+    return f"{name} (lr {result['lr']:.3g})"
 
 
 def save(figure: Any, folder: Path, name: str, title: str) -> str:

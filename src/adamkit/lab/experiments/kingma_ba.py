@@ -18,7 +18,7 @@ import torch
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings, pyplot, save
+from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save
 from adamkit.lab.training import grid_search, train
 
 MODELS = {
@@ -97,14 +97,10 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
 def plot(numbers: dict[str, Any], folder: Path) -> list[str]:
     figure, axes = pyplot().subplots(2, 2, figsize=(13, 9))
     for axis, (model, per_optimizer) in zip(axes.flat, numbers["models"].items(), strict=True):
-        for name, result in per_optimizer.items():
-            losses = result["curves"]["train_loss"]
-            epochs = range(1, len(losses) + 1)
-            line = axis.plot(epochs, losses, label=f"{name} (lr {result['lr']:.3g})")[0]
-            low = [m - s for m, s in zip(losses, result["train_loss_spread"], strict=True)]
-            high = [m + s for m, s in zip(losses, result["train_loss_spread"], strict=True)]
-            axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
         axis.set_yscale("log")
+        for name, result in per_optimizer.items():
+            losses, spread = result["curves"]["train_loss"], result["train_loss_spread"]
+            plot_epochs(axis, losses, spread, label=lr_label(name, result))
         axis.set_title(model)
         axis.set_xlabel("epoch")
         axis.set_ylabel("training loss (cross-entropy)")

@@ -19,7 +19,7 @@ from typing import Any
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings, pyplot, save
+from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save
 from adamkit.lab.training import grid_search, train
 
 T_0, T_MULT = 2, 2
@@ -114,21 +114,19 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
 
 def plot(numbers: dict[str, Any], folder: Path) -> list[str]:
     figure, (error_axis, loss_axis) = pyplot().subplots(1, 2, figsize=(13, 4.8))
+    error_axis.set_yscale("log")
+    loss_axis.set_yscale("log")
     for name, result in numbers["methods"].items():
         curves = result["curves"]
-        epochs = range(1, len(curves["train_loss"]) + 1)
-        label = f"{name} (lr {result['lr']:.3g})"
         error = [100 * (1 - a) for a in curves["test_accuracy"]]
-        (line,) = error_axis.plot(epochs, error, label=label)
-        loss_axis.plot(epochs, curves["train_loss"], label=label, color=line.get_color())
+        color = plot_epochs(error_axis, error, label=lr_label(name, result))
+        plot_epochs(loss_axis, curves["train_loss"], label=lr_label(name, result), color=color)
         if name == "AdamWR":
             for axis in (error_axis, loss_axis):
                 for epoch in numbers["snapshots"]:
-                    axis.axvline(epoch, color=line.get_color(), linestyle=":", linewidth=0.8)
+                    axis.axvline(epoch, color=color, linestyle=":", linewidth=0.8)
     error_axis.set_ylabel("test error (%)")
-    error_axis.set_yscale("log")
     loss_axis.set_ylabel("training loss (cross-entropy)")
-    loss_axis.set_yscale("log")
     for axis in (error_axis, loss_axis):
         axis.set_xlabel("epoch (dotted: end of an AdamWR period)")
         axis.legend(fontsize=8)

@@ -15,7 +15,7 @@ from typing import Any
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings, pyplot, save
+from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save
 from adamkit.lab.training import grid_search, train
 
 
@@ -88,13 +88,12 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
 
 def plot(numbers: dict[str, Any], folder: Path) -> list[str]:
     figure, (loss_axis, accuracy_axis) = pyplot().subplots(1, 2, figsize=(13, 4.8))
+    loss_axis.set_yscale("log")
     for name, result in numbers["optimizers"].items():
         curves = result["curves"]
-        epochs = range(1, len(curves["train_loss"]) + 1)
-        label = f"{name} (lr {result['lr']:.3g})"
-        loss_axis.plot(epochs, curves["train_loss"], label=label)
-        accuracy_axis.plot(epochs, [100 * a for a in curves["test_accuracy"]], label=label)
-    loss_axis.set_yscale("log")
+        plot_epochs(loss_axis, curves["train_loss"], label=lr_label(name, result))
+        accuracy = [100 * a for a in curves["test_accuracy"]]
+        plot_epochs(accuracy_axis, accuracy, label=lr_label(name, result))
     loss_axis.set_ylabel("training loss (cross-entropy)")
     accuracy_axis.set_ylabel("test accuracy (%)")
     for axis in (loss_axis, accuracy_axis):
