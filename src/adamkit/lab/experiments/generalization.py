@@ -26,7 +26,7 @@ from torch.optim import Optimizer
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings, pyplot, save
+from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save
 from adamkit.lab.training import History, grid_search, spread, train
 
 BATCH_SIZE = 128
@@ -182,26 +182,21 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
 def plot(numbers: dict[str, Any], folder: Path) -> list[str]:
     figure, axes = pyplot().subplots(1, 3, figsize=(17, 4.8))
     keys = ("train_accuracy", "test_accuracy")
+    axes[0].set_yscale("log")
     for name, result in numbers["optimizers"].items():
         switches = result.get("switches", [])
-        label = f"{name} (lr {result['lr']:.3g})"
+        label = lr_label(name, result)
         if switches and all(s["step"] is None for s in switches):
             label += ", never switched"
-        epochs = range(1, numbers["epochs"] + 1)
-        (line,) = axes[0].plot(epochs, result["curves"]["train_loss"], label=label)
+        color = plot_epochs(axes[0], result["curves"]["train_loss"], label=label)
         for axis, key in zip(axes[1:], keys, strict=True):
             mean = [100 * a for a in result["curves"][key]]
-            width = [100 * s for s in result[f"{key}_spread"]]
-            low = [m - w for m, w in zip(mean, width, strict=True)]
-            high = [min(m + w, 100) for m, w in zip(mean, width, strict=True)]
-            axis.plot(epochs, mean, color=line.get_color())
-            axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+            plot_epochs(axis, mean, [100 * s for s in result[f"{key}_spread"]], color=color)
         for axis in axes:
             for switch in switches:
                 if switch["epoch"] is not None:
-                    axis.axvline(switch["epoch"], color=line.get_color(), linestyle="--")
+                    axis.axvline(switch["epoch"], color=color, linestyle="--")
     lowest = min(100 * r["curves"]["test_accuracy"][-1] for r in numbers["optimizers"].values())
-    axes[0].set_yscale("log")
     axes[0].set_ylabel("training loss (cross-entropy, mean)")
     axes[0].legend(fontsize=8)
     for axis, key in zip(axes[1:], keys, strict=True):
