@@ -18,6 +18,7 @@ MODULES = {
     "properties": "properties",
     "trajectories": "trajectories",
     "kingma-ba": "kingma_ba",
+    "bias-correction": "bias_correction",
     "weight-decay": "weight_decay",
     "generalization": "generalization",
     "restarts": "restarts",
