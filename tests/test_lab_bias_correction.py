@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from adamkit.lab import data, models
+from adamkit.lab import data, experiment, models
 from adamkit.lab.experiments import bias_correction
 from adamkit.lab.frame import Settings, no_progress
 
@@ -55,7 +55,7 @@ def test_pixels_undo_the_standardisation():
 
 @pytest.fixture(scope="module")
 def numbers():
-    return bias_correction.EXPERIMENT.run(Settings("quick", 0, no_progress))
+    return experiment("bias-correction").run(Settings("quick", 0, no_progress))
 
 
 def ratio(numbers, beta1: float, beta2: float, mark: str) -> float:
