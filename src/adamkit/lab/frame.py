@@ -59,6 +59,12 @@ class Experiment:
     verdict: Callable[[dict[str, Any]], tuple[str, str]]
 
 
+def verdict_of(holds: Sequence[bool]) -> str:
+    """The verdict from the checks of a claim: "reproduced" when all hold, "partly" when
+    some do, "not reproduced" when none does."""
+    return "reproduced" if all(holds) else "partly" if any(holds) else "not reproduced"
+
+
 def no_progress(iterable: Iterable[T], description: str, total: int) -> Iterator[T]:
     return iter(iterable)
 

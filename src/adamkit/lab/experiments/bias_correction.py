@@ -24,7 +24,7 @@ from torch import Tensor
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings, pyplot, save
+from adamkit.lab.frame import Experiment, Settings, pyplot, save, verdict_of
 from adamkit.lab.training import MakeOptimizer, initial_weights
 
 BETA1S = (0.0, 0.9)
@@ -227,7 +227,7 @@ def cells_no_worse(numbers: dict[str, Any], mark: str) -> float:
 def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
     found = claims(numbers)
     holds = [held for held, _ in found.values()]
-    outcome = "reproduced" if all(holds) else "partly" if any(holds) else "not reproduced"
+    outcome = verdict_of(holds)
     gaps = ", ".join(
         f"β1 {beta1:g} {min(losses(numbers, beta1, 0.9999, False, 'early')):.2f} without vs "
         f"{min(losses(numbers, beta1, 0.9999, True, 'early')):.2f} with"

@@ -26,7 +26,7 @@ from torch.optim import Optimizer
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save
+from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save, verdict_of
 from adamkit.lab.training import History, grid_search, spread, train
 
 BATCH_SIZE = 128
@@ -161,7 +161,7 @@ def switches_text(numbers: dict[str, Any]) -> str:
 def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
     found = claims(numbers)
     holds = [held for held, _ in found.values()]
-    outcome = "reproduced" if all(holds) else "partly" if any(holds) else "not reproduced"
+    outcome = verdict_of(holds)
     errors = ", ".join(
         "{} {:.2f} ± {:.2f} % (lr {:.3g}, loss {:.2g})".format(
             name, *final_error(numbers, name), r["lr"], r["curves"]["train_loss"][-1]

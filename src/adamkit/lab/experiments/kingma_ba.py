@@ -18,7 +18,7 @@ import torch
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save
+from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save, verdict_of
 from adamkit.lab.training import grid_search, train
 
 MODELS = {
@@ -86,7 +86,7 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
         adam, best, area = comparison(numbers, model)
         holds.append(adam <= TOLERANCE * area)
         parts.append(f"{model}: Adam {adam:.3f}, best other {best} {area:.3f}")
-    outcome = "reproduced" if all(holds) else "partly" if any(holds) else "not reproduced"
+    outcome = verdict_of(holds)
     sentence = (
         f"Mean training loss over {numbers['epochs']} epochs (lower is faster), each optimizer "
         f"at its best lr, {len(numbers['seeds'])} seed(s): " + "; ".join(parts) + "."

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 import adamkit
-from adamkit.lab.frame import Experiment, Settings
+from adamkit.lab.frame import Experiment, Settings, verdict_of
 
 LR = 1e-3
 COORDINATES = 4096
@@ -257,7 +257,7 @@ def checks(numbers: dict[str, Any]) -> tuple[bool, bool, bool]:
 
 def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
     held = checks(numbers)
-    outcome = "reproduced" if all(held) else "partly" if any(held) else "not reproduced"
+    outcome = verdict_of(held)
     pairs = "; ".join(
         f"β=({pair['betas'][0]}, {pair['betas'][1]}), bound {pair['bound_over_lr']:.3g}α: "
         + ", ".join(f"{name} {case['max']:.4g}" for name, case in pair["cases"].items())

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 import adamkit
-from adamkit.lab.frame import Experiment, Settings, pyplot, save
+from adamkit.lab.frame import Experiment, Settings, pyplot, save, verdict_of
 
 C = 3.0
 ALPHA = 0.1  # the analytic problem's α in α_t = α/√t
@@ -152,7 +152,7 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
         )
         for problem in STEPS
     )
-    outcome = "reproduced" if all(checks) else "partly" if any(checks) else "not reproduced"
+    outcome = verdict_of(checks)
     return outcome, words
 
 

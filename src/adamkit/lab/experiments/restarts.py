@@ -19,7 +19,7 @@ from typing import Any
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save
+from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save, verdict_of
 from adamkit.lab.training import grid_search, train
 
 T_0, T_MULT = 2, 2
@@ -98,7 +98,7 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
     last (anytime), partly when at some."""
     cosine, restarts = test_errors(numbers, "AdamW (cosine)"), test_errors(numbers, "AdamWR")
     anytime = [r <= c for c, r in zip(cosine[:-1], restarts[:-1], strict=True)]
-    outcome = "reproduced" if all(anytime) else "partly" if any(anytime) else "not reproduced"
+    outcome = verdict_of(anytime)
     pairs = ", ".join(
         f"epoch {epoch}: {r:.2f} vs {c:.2f}"
         for epoch, c, r in zip(numbers["snapshots"], cosine, restarts, strict=True)

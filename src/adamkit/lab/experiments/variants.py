@@ -15,7 +15,7 @@ from typing import Any
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save
+from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save, verdict_of
 from adamkit.lab.training import grid_search, train
 
 
@@ -75,7 +75,7 @@ def claims(numbers: dict[str, Any]) -> dict[str, tuple[bool, str]]:
 def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
     found = claims(numbers)
     holds = [held for held, _ in found.values()]
-    outcome = "reproduced" if all(holds) else "partly" if any(holds) else "not reproduced"
+    outcome = verdict_of(holds)
     words = "; ".join(
         f"{text} ({'holds' if held else 'does not hold'})" for held, text in found.values()
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import adamkit
 from adamkit.lab import data, models
-from adamkit.lab.frame import Experiment, Settings, pyplot, save
+from adamkit.lab.frame import Experiment, Settings, pyplot, save, verdict_of
 from adamkit.lab.training import train
 
 # name -> (constructor(params, lr, wd), lr grid, weight-decay grid) per mode (quick, full)
@@ -111,7 +111,7 @@ def verdict(numbers: dict[str, Any]) -> tuple[str, str]:
             f"; {decoupled}: slope {b['slope']:+.2f}, best error "
             f"{100 * b['best']['test_error']:.2f} %"
         )
-    outcome = "reproduced" if all(checks) else "partly" if any(checks) else "not reproduced"
+    outcome = verdict_of(checks)
     sentence = (
         "Slope of log10(best weight decay) against log10(lr), −1 diagonal, 0 axis-aligned, "
         f"and the best test error ({numbers['epochs']} epochs, {len(numbers['seeds'])} "
