@@ -2,6 +2,7 @@
 
     python benchmarks/step.py            # 20 M params in 200 tensors, then 1 M in 1 000
     python benchmarks/step.py --quick    # 2 M in 20, then 100 k in 100
+    python benchmarks/step.py --device cuda
 
 For each algorithm it prints the throughput (Gparam/s) of adamkit's fused and eager backends,
 of torch's for-loop, foreach and fused implementations where torch has the algorithm, and of
@@ -47,7 +48,12 @@ ALGORITHMS = [
     # its params are matrices with unit-norm rows (see make_params); v is one number per row
     ("ND-Adam", adamkit.NDAdam, {}, None, 1),
 ]
-TORCH_FUSED = {torch.optim.SGD, torch.optim.Adagrad, torch.optim.Adam, torch.optim.AdamW}
+# where the params live: --device
+DEVICE = torch.device("cpu")
+TORCH_FUSED = {
+    "cpu": {torch.optim.SGD, torch.optim.Adagrad, torch.optim.Adam, torch.optim.AdamW},
+    "cuda": {torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW},
+}
 # the same algorithm in other libraries, measured where the library is installed and has an
 # implementation of its own: library -> algorithm -> (class name, kwargs)
 OTHERS = {
@@ -84,11 +90,11 @@ def make_params(total: int, count: int, vectors: bool = False) -> list[torch.Ten
     shape = (size // min(1000, size // 10), min(1000, size // 10)) if vectors else (size,)
     params = []
     for _ in range(count):
-        param = torch.randn(shape, generator=generator)
+        param = torch.randn(shape, generator=generator).to(DEVICE)
         if vectors:
             adamkit.normalize_vectors_([param])
         param.requires_grad_()
-        param.grad = torch.randn(shape, generator=generator)
+        param.grad = torch.randn(shape, generator=generator).to(DEVICE)
         params.append(param)
     return params
 
@@ -99,17 +105,26 @@ def throughput(step: Callable[[], None], total: int, seconds: float) -> float:
     at least ``seconds``."""
     for _ in range(3):
         step()
+    synchronize()
     calls, start = 0, time.perf_counter()
     while calls < 3 or time.perf_counter() - start < seconds:
         step()
         calls += 1
+        if calls % 10 == 0:
+            synchronize()  # keeps the clock from reading a queue of launches
+    synchronize()
     return total * calls / (time.perf_counter() - start) / 1e9
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def bandwidth(total: int, seconds: float) -> float:
     """In-place streaming bandwidth in GB/s: a ← a + b over two fp32 buffers (12 bytes per
     element moved), the access pattern of an optimizer step."""
-    a, b = torch.randn(total), torch.randn(total)
+    a, b = torch.randn(total, device=DEVICE), torch.randn(total, device=DEVICE)
     return throughput(lambda: a.add_(b), total, seconds) * 12
 
 
@@ -132,7 +147,15 @@ def quiet() -> Iterator[None]:
 
 def allocated_by(step: Callable[[], None]) -> int:
     """Bytes the CPU allocator hands out during one call (temporaries included): an upper
-    bound of the step's extra peak memory."""
+    bound of the step's extra peak memory. On CUDA: the call's peak over what was allocated
+    before it."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
     with (
         quiet(),
         torch.profiler.profile(
@@ -199,6 +222,7 @@ def run(total: int, count: int, seconds: float, others: bool, only: set[str]) ->
         params = make_params(total, count, vectors)
         start = time.perf_counter()
         step = fused_step(cls, kwargs, params, fresh_grads=False)
+        synchronize()
         first = time.perf_counter() - start
         fused = throughput(step, total, seconds)
         extra = allocated_by(step) / 1e6
@@ -207,7 +231,9 @@ def run(total: int, count: int, seconds: float, others: bool, only: set[str]) ->
         eager = throughput(cls(make_params(total, count, vectors), **kwargs).step, total, seconds)
         cells = [fused, fresh, eager]
         for variant in ({"foreach": False}, {"foreach": True}, {"fused": True}):
-            if torch_cls is None or ("fused" in variant and torch_cls not in TORCH_FUSED):
+            if torch_cls is None or (
+                "fused" in variant and torch_cls not in TORCH_FUSED[DEVICE.type]
+            ):
                 cells.append(None)
                 continue
             optimizer = torch_cls(make_params(total, count), **kwargs, **variant)
@@ -246,14 +272,19 @@ def main() -> None:
         "compiles its step over the tensor list: about 210 s per optimizer for 1 000 tensors)",
     )
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="rows to run")
+    parser.add_argument("--device", default="cpu", help="where the params live (cpu, cuda)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     unknown = set(args.only) - {row[0] for row in ALGORITHMS}
     if unknown:
         parser.error(f"unknown algorithm(s): {sorted(unknown)}")
-    print(
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads"
+    machine = (
+        torch.cuda.get_device_name(DEVICE)
+        if DEVICE.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     )
+    print(f"torch {torch.__version__}, {machine}")
     sizes = (
         [(2_000_000, 20), (100_000, 100)] if args.quick else [(20_000_000, 200), (1_000_000, 1_000)]
     )
