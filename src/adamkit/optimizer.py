@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
+from numbers import Real
 from typing import Any, ClassVar
 
 import torch
@@ -23,16 +25,32 @@ class RuleOptimizer(torch.optim.Optimizer):
     Subclasses set ``rule`` and pass their hyperparameters as ``defaults``. Every group is
     validated when it is added (constructor and :meth:`add_param_group`), so a bad value in
     a per-group dict fails as early as a bad constructor argument.
+
+    With ``skip_nonfinite=True`` a step whose gradients hold a NaN or an Inf anywhere changes
+    nothing (params, state, step count) and is counted in :attr:`skipped_steps`, which the
+    state dict carries; the first skip warns. Without it (the default) such a step runs as
+    in ``torch.optim``: the NaN reaches that param and its state, and no other param.
     """
 
     rule: ClassVar[Rule]
     # torch.amp.GradScaler then sets ``grad_scale`` and ``found_inf`` instead of unscaling
     _step_supports_amp_scaling = True
 
-    def __init__(self, params: Params, defaults: dict[str, Any], *, backend: str = "eager"):
+    def __init__(
+        self,
+        params: Params,
+        defaults: dict[str, Any],
+        *,
+        backend: str = "eager",
+        skip_nonfinite: bool = False,
+    ):
         self.rule.validate(defaults)
         check_backend(backend)
+        if not isinstance(skip_nonfinite, bool):
+            raise TypeError(f"skip_nonfinite must be a bool, got {skip_nonfinite!r}")
         self.backend = backend
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_steps = 0
         self._runner: Backend | None = None
         super().__init__(params, defaults)
 
@@ -53,8 +71,17 @@ class RuleOptimizer(torch.optim.Optimizer):
             self.param_groups.pop()
             raise
 
+    def state_dict(self) -> dict[str, Any]:
+        """torch's ``state_dict``, plus ``skipped_steps`` (see ``skip_nonfinite``)."""
+        return {**super().state_dict(), "skipped_steps": self.skipped_steps}
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """torch's ``load_state_dict``, with two differences.
+        """torch's ``load_state_dict``, with three differences.
+
+        It checks the whole dict before it changes anything, and names what does not fit:
+        the missing key, the group and param (by index, and by name where the dict has
+        ``param_names``), both sizes or both shapes. torch maps a state tensor of the wrong
+        shape onto the param and fails at a later step, or not at all.
 
         It works on a copy: torch keeps the passed ``step`` tensors (and any tensor already of
         the param's dtype and device) by reference, so the next step would advance the
@@ -62,7 +89,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         ``mu_product`` keeps its dtype, like ``step``: torch casts it to the param's dtype,
         which in bf16 changes the step size after a resume.
         """
+        self._check_loadable(state_dict)
         state_dict = copy.deepcopy(state_dict)
+        self.skipped_steps = int(state_dict.pop("skipped_steps", 0))
+        listed = set(chain.from_iterable(group["params"] for group in state_dict["param_groups"]))
+        # torch would keep state of an id no group lists, under that id: dropped
+        state_dict["state"] = {k: v for k, v in state_dict["state"].items() if k in listed}
         names = self.rule.scalar_state_names
         scalar_state = {
             key: {name: values.pop(name) for name in names if name in values}
@@ -79,17 +111,94 @@ class RuleOptimizer(torch.optim.Optimizer):
                     # state dicts of torch < 1.12 hold the step as a Python number
                     param_state[name] = torch.tensor(float(param_state[name]), dtype=scalar_dtype())
 
+    def _check_loadable(self, state_dict: Any) -> None:
+        """Raise ``ValueError``/``TypeError`` naming the first part of ``state_dict`` that
+        does not fit this optimizer. State for an id no group lists is dropped."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"the state dict has no {key!r} entry")
+        skipped = state_dict.get("skipped_steps", 0)
+        if isinstance(skipped, bool) or not isinstance(skipped, int):
+            raise TypeError(f"skipped_steps must be an int, got {skipped!r}")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                "loaded state dict has a different number of parameter groups: "
+                f"{len(saved_groups)}, the optimizer has {len(self.param_groups)}"
+            )
+        for index, (saved, group) in enumerate(zip(saved_groups, self.param_groups, strict=True)):
+            if "params" not in saved:
+                raise ValueError(f"group {index} of the loaded state dict has no 'params' entry")
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"loaded state dict contains a parameter group that doesn't match the size "
+                    f"of optimizer's group: group {index} has {len(saved['params'])} params "
+                    f"there, {len(group['params'])} here"
+                )
+            loaded = {**saved, "params": group["params"]}  # the group torch's load makes
+            self.rule.complete(loaded, self.defaults)
+            try:
+                self.rule.validate(loaded)
+            except (ValueError, TypeError) as error:
+                raise type(error)(f"group {index} of the loaded state dict: {error}") from None
+            names = saved.get("param_names", [None] * len(group["params"]))
+            for position, (key, param, name) in enumerate(
+                zip(saved["params"], group["params"], names, strict=True)
+            ):
+                where = f"group {index}, param {position}" + (f" ({name})" if name else "")
+                self._check_param_state(state_dict["state"].get(key), param, loaded, where)
+
+    def _check_param_state(self, state: Any, param: Tensor, group: Any, where: str) -> None:
+        if not state:
+            return
+        for name in ("step", *self.rule.scalar_state_names):
+            value = state.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, (Tensor, Real)):
+                raise TypeError(f"{where}: state {name!r} must be a number, got {value!r}")
+        options = self.rule.options(group)
+        names: Sequence[str] = self.rule.state_names(options)
+        like = torch.empty(param.shape, dtype=param.dtype, device="meta")
+        for name in names:
+            if name not in state:
+                raise ValueError(
+                    f"{where}: the loaded state has no {name!r} ({self.rule.name} keeps "
+                    f"{', '.join(names)}; the state holds {', '.join(map(str, state))})"
+                )
+            value = state[name]
+            if not isinstance(value, Tensor):
+                raise TypeError(f"{where}: state {name!r} must be a Tensor, got {value!r}")
+            shape = self.rule.init_state(name, like, options).shape
+            if value.shape != shape:
+                raise ValueError(
+                    f"{where}: state {name!r} has shape {tuple(value.shape)}, "
+                    f"the param needs {tuple(shape)}"
+                )
+            if not (value.is_floating_point() or value.is_complex()):
+                raise TypeError(f"{where}: state {name!r} is {value.dtype}, not floating point")
+
     def __getstate__(self) -> dict[str, Any]:
         # the runner's caches (flat buffers) are rebuilt on the copy's first step
-        return {**super().__getstate__(), "backend": self.backend, "_runner": None}
+        return {
+            **super().__getstate__(),
+            "backend": self.backend,
+            "skip_nonfinite": self.skip_nonfinite,
+            "skipped_steps": self.skipped_steps,
+            "_runner": None,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "backend" in state:  # pickling; load_state_dict keeps the optimizer's backend
             self.backend = state.pop("backend")
+            self.skip_nonfinite = state.pop("skip_nonfinite", False)
+            self.skipped_steps = state.pop("skipped_steps", 0)
             self._runner = state.pop("_runner", None)
         super().__setstate__(state)
+        # torch's __setstate__ adds "differentiable" to the defaults; no adamkit group has it
+        defaults = {k: v for k, v in self.defaults.items() if k != "differentiable"}
         for group in self.param_groups:
-            self.rule.complete(group, self.defaults)
+            self.rule.complete(group, defaults)
             self.rule.validate(group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -107,7 +216,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         Under ``torch.amp.GradScaler`` (``scaler.step(optimizer)``), the scaler sets
         ``grad_scale`` and ``found_inf`` as for torch's fused optimizers: gradients are
         divided by the scale inside the step (``p.grad`` is left as it is), and a step whose
-        gradients held an inf or NaN changes nothing, the step count included.
+        gradients held an inf or NaN changes nothing, the step count included. So does a
+        step whose gradients hold one under ``skip_nonfinite=True``.
 
         Args:
             closure: re-evaluates the model and returns the loss; run with grad enabled.
@@ -130,6 +240,16 @@ class RuleOptimizer(torch.optim.Optimizer):
         with_grad = [
             [p for p in group["params"] if p.grad is not None] for group in self.param_groups
         ]
+        if self.skip_nonfinite and not all_finite([p.grad for ps in with_grad for p in ps]):
+            self.skipped_steps += 1
+            if self.skipped_steps == 1:
+                warnings.warn(
+                    f"{self.rule.name} skipped a step: a gradient holds NaN or Inf (later skips "
+                    "are counted in skipped_steps, without a warning)",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+            return loss
         for params in with_grad:
             for p in params:
                 if p.grad.is_sparse:
@@ -144,3 +264,16 @@ class RuleOptimizer(torch.optim.Optimizer):
         ]
         self.rule.finish_step(self.param_groups, stepped, self.state)
         return loss
+
+
+def all_finite(grads: Sequence[Tensor]) -> bool:
+    """Whether no gradient holds a NaN or an Inf: one host sync per device. A DTensor's
+    answer is the same on every rank (its max-norm reduces over the shards)."""
+    if not grads:
+        return True
+    peaks = []
+    for norm in torch._foreach_norm(list(grads), float("inf")):
+        if hasattr(norm, "full_tensor"):  # DTensor: the max over every rank's shard
+            norm = norm.full_tensor()
+        peaks.append(norm.float().cpu())
+    return bool(torch.isfinite(torch.stack(peaks)).all())

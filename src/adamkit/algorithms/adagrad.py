@@ -90,6 +90,8 @@ class Adagrad(RuleOptimizer):
         eps: ε, added outside the square root.
         maximize: maximize the objective.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
+        skip_nonfinite: skip the whole step (params, state and step count untouched) when
+            any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step``, ``sum``. Sparse gradients are refused.
@@ -109,6 +111,7 @@ class Adagrad(RuleOptimizer):
         maximize: bool = False,
         weight_decay_mode: str = "l2",
         backend: str = "eager",
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -119,4 +122,4 @@ class Adagrad(RuleOptimizer):
             "maximize": maximize,
             "weight_decay_mode": weight_decay_mode,
         }
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)

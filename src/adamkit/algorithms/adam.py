@@ -167,6 +167,8 @@ class Adam(RuleOptimizer):
             :math:`\theta_t = \theta_{t-1} - \alpha_t m_t/(\sqrt{v_t}+\hat\epsilon)`), which
             is the paper form with :math:`\epsilon = \hat\epsilon/\sqrt{1-\beta_2^t}`.
         amsgrad_max: ``"raw"`` or ``"corrected"``, see ``amsgrad``.
+        skip_nonfinite: skip the whole step (params, state and step count untouched) when
+            any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
     """
 
@@ -188,6 +190,7 @@ class Adam(RuleOptimizer):
         eps_mode: str = "paper",
         amsgrad_max: str = "raw",
         backend: str = "eager",
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -201,7 +204,7 @@ class Adam(RuleOptimizer):
             "eps_mode": eps_mode,
             "amsgrad_max": amsgrad_max,
         }
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
 
 
 class AdamW(Adam):

@@ -91,6 +91,8 @@ class Adamax(RuleOptimizer):
         maximize: maximize the objective.
         eps_mode: ``"in_max"``, ``"none"`` or ``"denominator"``.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
+        skip_nonfinite: skip the whole step (params, state and step count untouched) when
+            any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step``, ``exp_avg``, ``exp_inf``.
@@ -110,6 +112,7 @@ class Adamax(RuleOptimizer):
         eps_mode: str = "in_max",
         weight_decay_mode: str = "l2",
         backend: str = "eager",
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -120,4 +123,4 @@ class Adamax(RuleOptimizer):
             "eps_mode": eps_mode,
             "weight_decay_mode": weight_decay_mode,
         }
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)

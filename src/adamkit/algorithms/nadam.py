@@ -123,6 +123,8 @@ class NAdam(RuleOptimizer):
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"`` (see
             :class:`adamkit.Adam`).
         mu_schedule: ``"dozat"`` or ``"constant"``.
+        skip_nonfinite: skip the whole step (params, state and step count untouched) when
+            any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step``, ``mu_product`` (0-dim, :math:`\prod_{i\le t}\mu_i`), ``exp_avg``,
@@ -145,6 +147,7 @@ class NAdam(RuleOptimizer):
         weight_decay_mode: str | None = None,
         mu_schedule: str = "dozat",
         backend: str = "eager",
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -156,4 +159,4 @@ class NAdam(RuleOptimizer):
             **weight_decay_options(decoupled_weight_decay, weight_decay_mode),
             "mu_schedule": mu_schedule,
         }
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)

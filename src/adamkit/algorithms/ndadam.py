@@ -199,6 +199,8 @@ class NDAdam(RuleOptimizer):
             but 0 for params of 2 or more dims, the others are not vectors), ``()`` (no
             vectors: the group is Adam) or a tuple such as ``(1, 2, 3)`` for every param of
             the group.
+        skip_nonfinite: skip the whole step (params, state and step count untouched) when
+            any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md;
             fused, each param's update is one compiled kernel).
 
@@ -221,6 +223,7 @@ class NDAdam(RuleOptimizer):
         eps_mode: str = "efficient",
         vec_axes: VecAxes = None,
         backend: str = "eager",
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults: dict[str, Any] = {
             "lr": lr,
@@ -232,4 +235,4 @@ class NDAdam(RuleOptimizer):
             "eps_mode": eps_mode,
             "vec_axes": vec_axes,
         }
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)

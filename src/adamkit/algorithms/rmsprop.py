@@ -110,6 +110,8 @@ class RMSprop(RuleOptimizer):
         maximize: maximize the objective.
         eps_in_sqrt: put ε inside the square root.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
+        skip_nonfinite: skip the whole step (params, state and step count untouched) when
+            any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step``, ``square_avg``, ``grad_avg`` (centered), ``momentum_buffer`` (μ > 0).
@@ -131,6 +133,7 @@ class RMSprop(RuleOptimizer):
         eps_in_sqrt: bool = False,
         weight_decay_mode: str = "l2",
         backend: str = "eager",
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -143,4 +146,4 @@ class RMSprop(RuleOptimizer):
             "eps_in_sqrt": eps_in_sqrt,
             "weight_decay_mode": weight_decay_mode,
         }
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)

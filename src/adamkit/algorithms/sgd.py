@@ -156,6 +156,8 @@ class SGD(RuleOptimizer):
         momentum_form: ``"torch"``, ``"sutskever"`` or ``"ema"``.
         bias_correction: divide the EMA by :math:`1-\mu^t` (EMA form only).
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
+        skip_nonfinite: skip the whole step (params, state and step count untouched) when
+            any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step`` and, with momentum, ``momentum_buffer`` (b, v or m).
@@ -177,6 +179,7 @@ class SGD(RuleOptimizer):
         bias_correction: bool = False,
         weight_decay_mode: str = "l2",
         backend: str = "eager",
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -189,7 +192,7 @@ class SGD(RuleOptimizer):
             "bias_correction": bias_correction,
             "weight_decay_mode": weight_decay_mode,
         }
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
 
 
 class SGDW(SGD):

@@ -262,6 +262,8 @@ class SWATS(RuleOptimizer):
         eps_mode: ``"efficient"`` or ``"paper"``, as in :class:`adamkit.Adam`.
         switch_tolerance: the switch test's threshold (the paper uses ε = 1e-9 for both).
         granularity: ``"group"``, ``"tensor"`` or ``"global"``.
+        skip_nonfinite: skip the whole step (params, state and step count untouched) when
+            any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md;
             fused, the sums of a group are taken over its flat buffer, in the params' order).
 
@@ -287,6 +289,7 @@ class SWATS(RuleOptimizer):
         switch_tolerance: float = 1e-9,
         granularity: str = "group",
         backend: str = "eager",
+        skip_nonfinite: bool = False,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -299,7 +302,7 @@ class SWATS(RuleOptimizer):
             "switch_tolerance": switch_tolerance,
             "granularity": granularity,
         }
-        super().__init__(params, defaults, backend=backend)
+        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
 
     def switch_point(self, param: Tensor) -> SwitchPoint | None:
         """Where ``param`` (its group, or itself with ``granularity="tensor"``) switched to
