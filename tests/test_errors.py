@@ -1,4 +1,5 @@
-"""B1 and B2: bad hyperparameters and bad ``params`` raise clear errors (torch's wording)."""
+"""B1–B4 and F5a: bad hyperparameters, bad ``params`` and bad gradients raise clear errors
+(torch's wording), before anything changes."""
 
 from __future__ import annotations
 
@@ -94,3 +95,48 @@ class TestParamsArgument:
         ):
             optimizer.step()
         assert torch.equal(dense, torch.zeros(2)) and not optimizer.state
+
+
+@pytest.mark.parametrize("backend", ["eager", "fused"])
+@pytest.mark.parametrize("info", RECORDS)
+class TestAtomicStep:
+    """F5a and B4: a step that cannot complete raises before it changes anything."""
+
+    def two_groups(self, info, backend):
+        first, second = torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True)
+        optimizer = info.cls([{"params": [first]}, {"params": [second]}], lr=0.1, backend=backend)
+        first.grad = torch.ones(2)
+        second.grad = torch.ones(3)
+        return optimizer, first, second
+
+    def test_bad_gradient_in_group_two(self, info, backend):
+        optimizer, first, second = self.two_groups(info, backend)
+        second.grad.data = torch.ones(4)  # .data skips autograd's own shape check
+        with pytest.raises(
+            RuntimeError,
+            match=r"^group 1, param 0: gradient of shape \(4,\) and dtype torch.float32 for a "
+            r"param of shape \(3,\) and dtype torch.float32$",
+        ):
+            optimizer.step()
+        assert torch.equal(first, torch.ones(2)) and not optimizer.state
+
+    def test_exception_in_the_closure(self, info, backend):
+        optimizer, first, _ = self.two_groups(info, backend)
+
+        def closure():
+            raise KeyError("data loader failed")
+
+        with pytest.raises(KeyError, match="data loader failed"):
+            optimizer.step(closure)
+        assert torch.equal(first, torch.ones(2)) and not optimizer.state
+
+    def test_exception_in_a_pre_hook(self, info, backend):
+        optimizer, first, _ = self.two_groups(info, backend)
+
+        def hook(optimizer, args, kwargs):
+            raise ValueError("hook refused")
+
+        optimizer.register_step_pre_hook(hook)
+        with pytest.raises(ValueError, match="hook refused"):
+            optimizer.step()
+        assert torch.equal(first, torch.ones(2)) and not optimizer.state

@@ -63,6 +63,11 @@ class RuleOptimizer(torch.optim.Optimizer):
             self.rule.validate(group)
             seen: set[int] = set()
             for index, param in enumerate(group["params"]):
+                if param.is_complex() and not self.rule.supports_complex:
+                    raise ValueError(
+                        f"{self.rule.name} does not support complex parameters: parameter "
+                        f"{index} of the group is {param.dtype}"
+                    )
                 if id(param) in seen:
                     # torch warns and steps it twice (the fused backend could not): refused
                     raise ValueError(f"parameter {index} of the group appears in it twice")
@@ -110,6 +115,17 @@ class RuleOptimizer(torch.optim.Optimizer):
                 if name in param_state and not isinstance(param_state[name], Tensor):
                     # state dicts of torch < 1.12 hold the step as a Python number
                     param_state[name] = torch.tensor(float(param_state[name]), dtype=scalar_dtype())
+
+    def _check_grad(self, param: Tensor, where: str) -> None:
+        """Refuse, before the step changes anything, a gradient no update can take."""
+        grad = param.grad
+        if grad.is_sparse:
+            raise RuntimeError(f"{self.rule.name} does not support sparse gradients")
+        if grad.shape != param.shape or grad.dtype != param.dtype:
+            raise RuntimeError(
+                f"{where}: gradient of shape {tuple(grad.shape)} and dtype {grad.dtype} for a "
+                f"param of shape {tuple(param.shape)} and dtype {param.dtype}"
+            )
 
     def _check_loadable(self, state_dict: Any) -> None:
         """Raise ``ValueError``/``TypeError`` naming the first part of ``state_dict`` that
@@ -240,6 +256,10 @@ class RuleOptimizer(torch.optim.Optimizer):
         with_grad = [
             [p for p in group["params"] if p.grad is not None] for group in self.param_groups
         ]
+        for index, group in enumerate(self.param_groups):
+            for position, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    self._check_grad(p, f"group {index}, param {position}")
         if self.skip_nonfinite and not all_finite([p.grad for ps in with_grad for p in ps]):
             self.skipped_steps += 1
             if self.skipped_steps == 1:
@@ -250,12 +270,6 @@ class RuleOptimizer(torch.optim.Optimizer):
                     stacklevel=4,
                 )
             return loss
-        for params in with_grad:
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{self.rule.name} does not support sparse gradients")
-                if p.is_complex() and not self.rule.supports_complex:
-                    raise RuntimeError(f"{self.rule.name} does not support complex parameters")
         self.rule.prepare_step(self.param_groups, with_grad, self.state)
         stepped = [
             GroupStep(group, params, step_group(self.rule, group, params, self.state, grad_scale))
