@@ -273,6 +273,13 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="rows to run")
     parser.add_argument("--device", default="cpu", help="where the params live (cpu, cuda)")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=[],
+        metavar="TOTALxCOUNT",
+        help="tables to run instead of the default ones, e.g. 200000000x200",
+    )
     args = parser.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)
@@ -288,6 +295,8 @@ def main() -> None:
     sizes = (
         [(2_000_000, 20), (100_000, 100)] if args.quick else [(20_000_000, 200), (1_000_000, 1_000)]
     )
+    if args.sizes:
+        sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes]
     for index, (total, count) in enumerate(sizes):
         others = index == 0 or args.others_everywhere
         run(total, count, args.seconds, others, set(args.only))
