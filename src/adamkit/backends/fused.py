@@ -389,9 +389,11 @@ class FusedBackend:
         numbers = {name: as_kernel_scalar(value) for name, value in scalars.items()}
         flats = [layout.flat_param, layout.flat_grad, *(layout.flat_state[n] for n in names)]
         stacked = [layout.stacked(flat) for flat in flats]
-        # rows (vectors) go in blocks: the kernel passes over a block several times (the
-        # reductions first), and a block stays in cache between the passes
-        block = max(ALIGN, BLOCK // layout.form.width // ALIGN * ALIGN) if layout.form.width else 0
+        # on the CPU rows (vectors) go in blocks: the kernel passes over a block several times
+        # (the reductions first), and a block stays in cache between the passes. A GPU kernel
+        # reduces each row in registers: one call over all rows
+        blocked = layout.form.width and layout.flat_param.device.type == "cpu"
+        block = max(ALIGN, BLOCK // layout.form.width // ALIGN * ALIGN) if blocked else 0
         totals: list[Sums] = []
         for start in range(0, layout.rows, block) if block else [0]:
             param, grad, *tensors = (t[start : start + block] if block else t for t in stacked)
