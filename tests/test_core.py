@@ -154,6 +154,21 @@ def test_decoupled_schedule_with_zero_initial_lr():
     torch.testing.assert_close(param.detach(), torch.full((3,), 0.9))
 
 
+@pytest.mark.parametrize("cls", [adamkit.SGDW, adamkit.AdamW, adamkit.Adam])
+def test_a_step_at_lr_zero_with_zero_gradients_changes_no_param(cls):
+    """Without a scheduler, η_t = 1, except at lr 0: torch.distributed.checkpoint's
+    set_optimizer_state_dict creates a fresh optimizer's state with such a step and relies
+    on it leaving the (already loaded) params alone."""
+    param = torch.ones(3, requires_grad=True)
+    optimizer = cls([param], lr=0.0, weight_decay=0.1, weight_decay_mode="decoupled_schedule")
+    param.grad = torch.zeros(3)
+    optimizer.step()
+    assert torch.equal(param.detach(), torch.ones(3))
+    optimizer.param_groups[0]["lr"] = 0.5  # changed by hand: η_t = 1, decay by λ
+    optimizer.step()
+    assert torch.equal(param.detach(), torch.full((3,), 0.9))
+
+
 def test_adagrad_tensor_initial_accumulator_value():
     params = leaves(torch.float32)
     optimizer = adamkit.Adagrad(params, initial_accumulator_value=torch.tensor([0.1]))

@@ -137,3 +137,15 @@ def test_a_nonfinite_gradient_reaches_no_other_param(info, config, backend):
         runs.append(snapshot(optimizer, params))
     assert_same(runs[1][1:], runs[0][1:])
     assert torch.isnan(runs[1][0]["param"]).any()
+
+
+def test_skip_check_takes_empty_gradients():
+    """An empty param's gradient has no infinity norm; it is left out of the check."""
+    empty, full = torch.zeros(0, requires_grad=True), torch.ones(2, requires_grad=True)
+    optimizer = adamkit.Adam([empty, full], skip_nonfinite=True)
+    empty.grad, full.grad = torch.zeros(0), torch.tensor([1.0, math.nan])
+    with pytest.warns(RuntimeWarning, match="skipped a step"):
+        optimizer.step()
+    empty.grad, full.grad = torch.zeros(0), torch.ones(2)
+    optimizer.step()
+    assert optimizer.skipped_steps == 1 and optimizer.state[full]["step"] == 1

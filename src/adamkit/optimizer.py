@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from adamkit.backends import BACKENDS, Backend, check_backend, choose_backend
+from adamkit.backends.eager import DTensor, local
 from adamkit.backends.fused import FusedBackend
 from adamkit.rule import GroupStep, Rule, scalar_dtype
 
@@ -281,13 +282,27 @@ class RuleOptimizer(torch.optim.Optimizer):
 
 
 def all_finite(grads: Sequence[Tensor]) -> bool:
-    """Whether no gradient holds a NaN or an Inf: one host sync per device. A DTensor's
-    answer is the same on every rank (its max-norm reduces over the shards)."""
-    if not grads:
-        return True
-    peaks = []
-    for norm in torch._foreach_norm(list(grads), float("inf")):
-        if hasattr(norm, "full_tensor"):  # DTensor: the max over every rank's shard
-            norm = norm.full_tensor()
-        peaks.append(norm.float().cpu())
-    return bool(torch.isfinite(torch.stack(peaks)).all())
+    """Whether no gradient holds a NaN or an Inf: one host sync per device. DTensor
+    gradients (FSDP2) are checked on their local shards and the answer is agreed over the
+    ranks that share them, so every rank takes the same decision."""
+    shards = [local(grad) for grad in grads]
+    by_device: dict[torch.device, list[Tensor]] = {}
+    for shard in shards:
+        if shard.numel():  # the infinity norm of an empty tensor is undefined
+            by_device.setdefault(shard.device, []).append(shard)
+    finite = all(
+        bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors, float("inf")))).all())
+        for tensors in by_device.values()
+    )
+    groups = {}
+    for grad, shard in zip(grads, shards, strict=True):
+        if isinstance(grad, DTensor):
+            for dim, placement in enumerate(grad.placements):
+                if placement.is_shard():
+                    group = grad.device_mesh.get_group(dim)
+                    groups.setdefault(id(group), (group, shard.device))
+    for group, device in groups.values():
+        flag = torch.tensor([0 if finite else 1], dtype=torch.int32, device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=group)
+        finite = not flag.item()
+    return finite

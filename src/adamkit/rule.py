@@ -72,6 +72,12 @@ class Rule(ABC):
         elements (the default). None: the param steps alone."""
         return FusedForm(0, options)
 
+    def shardable(self, param: Tensor, dims: set[int], options: Any) -> bool:
+        """Whether :meth:`update` on the local shard of ``param``, sharded along ``dims``
+        (a DTensor of FSDP2), is its update restricted to that shard: true of element-wise
+        rules; a rule that reduces along a sharded dim says False."""
+        return True
+
     def per_tensor(self, group: Group) -> bool:
         """Whether the sums an update returns must be per tensor (the fused backend then
         runs each param of ``group`` as a buffer of its own)."""

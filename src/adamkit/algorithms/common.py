@@ -95,9 +95,15 @@ def schedule_multiplier(group: Group) -> float:
     """η_t of Loshchilov & Hutter: the group's lr over the schedule's peak lr.
 
     The peak is ``max_lr`` where torch's OneCycleLR records it, else ``initial_lr``, which
-    every torch LR scheduler records; without a scheduler η_t = 1."""
+    every torch LR scheduler records; without a scheduler η_t = 1, except at lr 0, where
+    η_t = 0: a step at lr 0 with zero gradients changes nothing, which
+    torch.distributed.checkpoint's ``set_optimizer_state_dict`` relies on (it creates the
+    state of a fresh optimizer with such a step)."""
     lr = as_float("lr", group["lr"])
-    peak = as_float("max_lr", group.get("max_lr", group.get("initial_lr", lr)))
+    peak = group.get("max_lr", group.get("initial_lr"))
+    if peak is None:
+        return 1.0 if lr else 0.0
+    peak = as_float("max_lr", peak)
     return lr / peak if peak else 1.0
 
 

@@ -129,9 +129,12 @@ class NDAdamRule(Rule):
     def init_state(self, name: str, param: Tensor, options: NDAdamOptions) -> Tensor:
         axes = vector_axes(param.ndim, options.vec_axes)
         if name == "exp_avg_sq" and axes:
-            shape = [1 if axis in axes else size for axis, size in enumerate(param.shape)]
-            return param.new_zeros(shape)
+            # one per vector, laid out (and, for a DTensor, sharded) like the param
+            return torch.zeros_like(param).sum(axes, keepdim=True)
         return super().init_state(name, param, options)
+
+    def shardable(self, param: Tensor, dims: set[int], options: NDAdamOptions) -> bool:
+        return not dims & set(vector_axes(param.ndim, options.vec_axes))
 
     def scalars(self, group: Group, state: State, options: NDAdamOptions) -> Scalars:
         return adam_scalars(group, state, options.weight_decay_mode)

@@ -16,6 +16,11 @@ from torch import Tensor
 
 from adamkit.rule import Group, Rule, Sums, scalar_dtype
 
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # a torch built without distributed
+    DTensor = ()  # type: ignore[assignment,misc]
+
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
@@ -23,6 +28,34 @@ def real_view(value: Any) -> Any:
     """Complex tensors as their real (…, 2) views; the element-wise math is then the same.
     Other state values (plain numbers) pass through."""
     return torch.view_as_real(value) if isinstance(value, Tensor) and value.is_complex() else value
+
+
+def local(value: Any) -> Any:
+    """A DTensor's local shard (the tensor its in-place updates write); anything else as
+    it is."""
+    return value.to_local() if isinstance(value, DTensor) else value
+
+
+def check_shardable(rule: Rule, param: Tensor, options: Any) -> None:
+    dims = {p.dim for p in param.placements if p.is_shard()}
+    if not rule.shardable(param, dims, options):
+        raise NotImplementedError(
+            f"{rule.name} cannot step a param of shape {tuple(param.shape)} sharded along "
+            f"dims {sorted(dims)}: its update reduces along them (shard along another dim)"
+        )
+
+
+def reduce_sums(param: Tensor, sums: Sums | None) -> Sums | None:
+    """Sums an update returned over a DTensor's local shard, added over the shards (the
+    mesh dims it is sharded along): every rank then holds the param's sums."""
+    if sums is None or not isinstance(param, DTensor):
+        return sums
+    names = list(sums)
+    stacked = torch.stack([sums[name] for name in names])
+    for dim, placement in enumerate(param.placements):
+        if placement.is_shard():
+            torch.distributed.all_reduce(stacked, group=param.device_mesh.get_group(dim))
+    return dict(zip(names, stacked, strict=True))
 
 
 def step_group(
@@ -36,9 +69,15 @@ def step_group(
     """One step of ``rule`` for ``params`` (all with a gradient) of ``group``; returns what
     each param's update returned, for :meth:`Rule.finish_step`. Gradients are divided by
     ``grad_scale`` (torch.amp.GradScaler's scale) where one is given. ``update`` replaces
-    ``rule.update`` (the fused backend passes it compiled)."""
+    ``rule.update`` (the fused backend passes it compiled).
+
+    A DTensor param (FSDP2) steps as its local shard, with its state allocated like it;
+    the sums an update returns are added over the shards."""
     options = rule.options(group)
     state_names = rule.state_names(options)
+    for param in params:
+        if isinstance(param, DTensor):  # FSDP2: each rank steps its shard
+            check_shardable(rule, param, options)
     for param in params:
         state = states[param]
         if "step" not in state:
@@ -54,22 +93,22 @@ def step_group(
         for name in state_names:
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
-        views = {name: real_view(value) for name, value in state.items()}
-        target = real_view(param)
+        views = {name: real_view(local(value)) for name, value in state.items()}
+        target = real_view(local(param))
         low = target.dtype in LOW_PRECISION
         if low:
             work = {n: v.float() for n, v in views.items() if is_like(v, target)}
             views, target = {**views, **work}, target.float()
-        grad = real_view(param.grad).to(target.dtype)
+        grad = real_view(local(param.grad)).to(target.dtype)
         if grad_scale is not None:
             grad = (grad / grad_scale).to(target.dtype)  # a 0-dim grad would promote
         grad = -grad if group["maximize"] else grad
         step = rule.update if update is None else update
-        sums.append(step(target, grad, views, scalars, options))
+        sums.append(reduce_sums(param, step(target, grad, views, scalars, options)))
         if low:
-            real_view(param).copy_(target)
+            real_view(local(param)).copy_(target)
             for name in work:
-                real_view(state[name]).copy_(views[name])
+                real_view(local(state[name])).copy_(views[name])
     return sums
 
 

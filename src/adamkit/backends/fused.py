@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from adamkit.backends.eager import real_view
+from adamkit.backends.eager import DTensor, real_view
 from adamkit.backends.eager import step_group as eager_step_group
 from adamkit.rule import FusedForm, Group, Rule, Sums, scalar_dtype
 
@@ -288,6 +288,9 @@ class FusedBackend:
         states: States,
         grad_scale: Tensor | None = None,
     ) -> list[Sums | None]:
+        if any(isinstance(param, DTensor) for param in params):
+            # sharded params (FSDP2) keep their own storage: the eager step, on each shard
+            return eager_step_group(rule, group, params, states, grad_scale)
         options = rule.options(group)
         plan = self.plans.get(id(group))
         held = (
