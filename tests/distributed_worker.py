@@ -319,8 +319,35 @@ def nonfinite(rank: int, folder: Path) -> dict[str, Any]:
     return results
 
 
+def spanning(rank: int, folder: Path) -> dict[str, Any]:
+    """D4: weight vectors split between the ranks (rows sharded along dim 1): ND-Adam would
+    need norms over several shards; it refuses the step, naming the param, on every rank,
+    before any param or state changes."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard
+
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    model = make_model()
+    fully_shard(model[0], mesh=mesh, shard_placement_fn=lambda param: Shard(param.ndim - 1))
+    wrapped = fully_shard(model, mesh=mesh)
+    before = [full(p).detach().clone() for p in wrapped.parameters()]
+    optimizer = adamkit.NDAdam(wrapped.parameters())
+    x, y = batches(1)[0]
+    torch.nn.functional.mse_loss(wrapped(shard(rank, x)), shard(rank, y)).backward()
+    try:
+        optimizer.step()
+        error = None
+    except NotImplementedError as refused:
+        error = str(refused)
+    unchanged = all(
+        torch.equal(full(p).detach(), b) for p, b in zip(wrapped.parameters(), before, strict=True)
+    )
+    return {"error": error, "unchanged": unchanged, "state": len(optimizer.state)}
+
+
 math_nan = float("nan")
-MODES = {"ddp": ddp, "zero": zero, "fsdp": fsdp, "nonfinite": nonfinite}
+MODES = {"ddp": ddp, "zero": zero, "fsdp": fsdp, "nonfinite": nonfinite, "spanning": spanning}
 
 
 def main() -> None:

@@ -161,3 +161,14 @@ def test_nonfinite_skip_is_the_same_on_every_rank(tmp_path):
     with skip_nonfinite both ranks skip exactly that step."""
     results = launch("nonfinite", tmp_path)
     assert results == {"ddp": {"skipped": [1, 1]}, "fsdp": {"skipped": [1, 1]}}
+
+
+def test_ndadam_refuses_vectors_split_between_ranks(tmp_path):
+    """D4: rows sharded along dim 1 split each weight vector between the ranks: ND-Adam
+    raises NotImplementedError naming the shape and the sharded dim, before any change."""
+    result = launch("spanning", tmp_path)
+    assert result["error"] == (
+        "NDAdam cannot step a param of shape (16, 8) sharded along dims [1]: its update "
+        "reduces along them (shard along another dim)"
+    )
+    assert result["unchanged"] and result["state"] == 0
