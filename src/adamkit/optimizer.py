@@ -177,12 +177,16 @@ class RuleOptimizer(torch.optim.Optimizer):
         options = self.rule.options(group)
         names: Sequence[str] = self.rule.state_names(options)
         like = torch.empty(param.shape, dtype=param.dtype, device="meta")
+        if names and not any(name in state for name in names):
+            # another algorithm's state; some of ours missing is an option turned on since
+            # (AMSGrad, momentum), created at the next step as when it is turned on in place
+            raise ValueError(
+                f"{where}: the loaded state has no {names[0]!r} ({self.rule.name} keeps "
+                f"{', '.join(names)}; the state holds {', '.join(map(str, state))})"
+            )
         for name in names:
             if name not in state:
-                raise ValueError(
-                    f"{where}: the loaded state has no {name!r} ({self.rule.name} keeps "
-                    f"{', '.join(names)}; the state holds {', '.join(map(str, state))})"
-                )
+                continue
             value = state[name]
             if not isinstance(value, Tensor):
                 raise TypeError(f"{where}: state {name!r} must be a Tensor, got {value!r}")
