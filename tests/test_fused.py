@@ -393,3 +393,38 @@ def test_ndadam_awkward_vectors_equal_eager(monkeypatch):
     feed = random_feed(8, 7, transpose)
     eager, fused = twin_runs(info, {}, torch.float64, params=params, feed=feed)
     assert_close_to(fused, eager, torch.float64)
+
+
+@pytest.mark.parametrize("info", [pytest.param(info, id=info.name) for info in FUSABLE])
+def test_mixed_dtypes_in_one_group(info):
+    """A3: float64, float32, bfloat16 and float16 params in one group, with an integer
+    tensor that has no gradient: the fused backend splits them by dtype and each steps as
+    on the eager backend, within five times its dtype's tolerance (float16 as bfloat16's);
+    the integer tensor stays as it was."""
+    dtypes = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+    def params(_):
+        mixed = [
+            p.to(dtype) for p, dtype in zip((leaves(torch.float64) * 2)[:4], dtypes, strict=True)
+        ]
+        counts = torch.arange(3)
+        return [p.detach().requires_grad_() for p in mixed] + [counts]
+
+    def steps(optimizer, tensors):
+        generator = torch.Generator().manual_seed(2)
+        for _ in range(10):
+            for param in tensors[:-1]:
+                param.grad = torch.randn(param.shape, generator=generator).to(param.dtype)
+            optimizer.step()
+        assert torch.equal(tensors[-1], torch.arange(3)) and not optimizer.state[tensors[-1]]
+        return snapshot(optimizer, tensors[:-1])
+
+    eager, fused = twin_runs(info, {}, None, params=params, feed=steps)
+    for index, dtype in enumerate(dtypes):
+        tolerance = TOLERANCE[torch.bfloat16 if dtype == torch.float16 else dtype]
+        for name, expected in eager[index].items():
+            value = fused[index][name]
+            if isinstance(expected, torch.Tensor) and expected.numel():
+                error = torch.linalg.vector_norm(value.double() - expected.double())
+                scale = torch.linalg.vector_norm(expected.double())
+                assert error <= 5 * tolerance * scale, (dtype, name, error)
