@@ -137,7 +137,11 @@ class NDAdamRule(Rule):
         return not dims & set(vector_axes(param.ndim, options.vec_axes))
 
     def scalars(self, group: Group, state: State, options: NDAdamOptions) -> Scalars:
-        return adam_scalars(group, state, options.weight_decay_mode)
+        scalars = adam_scalars(group, state, options.weight_decay_mode)
+        # at lr 0 no vector moves, and renormalising one could only change its rounding:
+        # torch.distributed.checkpoint's set_optimizer_state_dict creates the state by a
+        # step at lr 0 after the model's params were loaded, which must leave them as loaded
+        return {**scalars, "renormalize": scalars["step_size"] != 0.0}
 
     def update(
         self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: NDAdamOptions
@@ -153,7 +157,8 @@ class NDAdamRule(Rule):
         beta2 = scalars["beta2"]
         exp_avg_sq.mul_(beta2).add_(grad.square().sum(axes, keepdim=True), alpha=1.0 - beta2)
         param.addcdiv_(exp_avg, denominator(exp_avg_sq, scalars), value=-scalars["step_size"])
-        normalize_(param, axes)
+        if scalars["renormalize"]:
+            normalize_(param, axes)
 
 
 class NDAdam(RuleOptimizer):
@@ -184,9 +189,11 @@ class NDAdam(RuleOptimizer):
     model's vectors first. An all-zero vector is accepted: it stays 0 until it gets a non-zero
     gradient, and is on the sphere after that step. Put params that are not hidden units'
     weights, such as embedding tables, in a group with ``vec_axes=()``. Each step ends with
-    the renormalisation, so even a zero gradient can move a vector by a rounding error. The
-    gradient is not modified; complex params are refused. In float16 the per-vector sum of
-    squares overflows above 65504: keep float32 params (with autocast) for ND-Adam.
+    the renormalisation, so even a zero gradient can move a vector by a rounding error; a step
+    at lr 0 skips it and leaves every param as it was (``torch.distributed.checkpoint``'s
+    ``set_optimizer_state_dict`` takes one). The gradient is not modified; complex params are
+    refused. In float16 the per-vector sum of squares overflows above 65504: keep float32
+    params (with autocast) for ND-Adam.
 
     Args:
         params: iterable of tensors or of dicts defining param groups.
