@@ -170,16 +170,18 @@ class RuleOptimizer(torch.optim.Optimizer):
     def _check_param_state(self, state: Any, param: Tensor, group: Any, where: str) -> None:
         if not state:
             return
-        for name in ("step", *self.rule.scalar_state_names):
+        scalar_names = ("step", *self.rule.scalar_state_names)
+        for name in scalar_names:
             value = state.get(name, 0)
             if isinstance(value, bool) or not isinstance(value, (Tensor, Real)):
                 raise TypeError(f"{where}: state {name!r} must be a number, got {value!r}")
         options = self.rule.options(group)
         names: Sequence[str] = self.rule.state_names(options)
         like = torch.empty(param.shape, dtype=param.dtype, device="meta")
-        if names and not any(name in state for name in names):
-            # another algorithm's state; some of ours missing is an option turned on since
-            # (AMSGrad, momentum), created at the next step as when it is turned on in place
+        foreign = [name for name in state if name not in names and name not in scalar_names]
+        if names and foreign and not any(name in state for name in names):
+            # another algorithm's state; some or all of ours missing is an option turned on
+            # since (AMSGrad, momentum), created at the next step as when turned on in place
             raise ValueError(
                 f"{where}: the loaded state has no {names[0]!r} ({self.rule.name} keeps "
                 f"{', '.join(names)}; the state holds {', '.join(map(str, state))})"
