@@ -34,8 +34,6 @@ class RuleOptimizer(torch.optim.Optimizer):
     """
 
     rule: ClassVar[Rule]
-    # torch.amp.GradScaler then sets ``grad_scale`` and ``found_inf`` instead of unscaling
-    _step_supports_amp_scaling = True
 
     def __init__(
         self,
@@ -232,15 +230,34 @@ class RuleOptimizer(torch.optim.Optimizer):
         if not set_to_none and isinstance(self._runner, FusedBackend):
             self._runner.adopt_grads([p for g in self.param_groups for p in g["params"]])
 
+    @property
+    def _step_supports_amp_scaling(self) -> bool:
+        """Whether ``torch.amp.GradScaler`` hands the step its scale instead of unscaling the
+        gradients first: on the fused backend, as for torch's fused optimizers (the kernel
+        divides by it); on the eager one the scaler unscales, as for torch's others. Tools
+        read it too: Lightning refuses gradient clipping under mixed precision where it holds.
+        """
+        if self._runner is not None:
+            return isinstance(self._runner, FusedBackend)
+        return self._chosen_backend() == "fused"
+
+    def _chosen_backend(self) -> str:
+        size = sum(p.numel() for group in self.param_groups for p in group["params"])
+        return choose_backend(self.backend, size)
+
+    # a compiled training step runs the optimizer's step eagerly (a graph break): the step
+    # reads its scalars on the host, and the fused backend runs kernels compiled on their own
+    @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step.
 
-        Under ``torch.amp.GradScaler`` (``scaler.step(optimizer)``), the scaler sets
-        ``grad_scale`` and ``found_inf`` as for torch's fused optimizers: gradients are
-        divided by the scale inside the step (``p.grad`` is left as it is), and a step whose
-        gradients held an inf or NaN changes nothing, the step count included. So does a
-        step whose gradients hold one under ``skip_nonfinite=True``.
+        Under ``torch.amp.GradScaler`` (``scaler.step(optimizer)``) on the fused backend, the
+        scaler sets ``grad_scale`` and ``found_inf`` as for torch's fused optimizers:
+        gradients are divided by the scale inside the step (``p.grad`` is left as it is),
+        and a step whose gradients held an inf or NaN changes nothing, the step count
+        included. So does a step whose gradients hold one under ``skip_nonfinite=True``.
+        Inside a ``torch.compile``d function the step runs eagerly.
 
         Args:
             closure: re-evaluates the model and returns the loss; run with grad enabled.
@@ -257,8 +274,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             return loss  # GradScaler saw an inf or NaN: params, state and step untouched
         grad_scale = getattr(self, "grad_scale", None)
         if self._runner is None:
-            size = sum(p.numel() for group in self.param_groups for p in group["params"])
-            self._runner = BACKENDS[choose_backend(self.backend, size)]()
+            self._runner = BACKENDS[self._chosen_backend()]()
         step_group = self._runner.step_group
         with_grad = [
             [p for p in group["params"] if p.grad is not None] for group in self.param_groups
