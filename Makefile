@@ -25,4 +25,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check src tests examples benchmarks
 
 test: lint
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n auto --dist loadfile
