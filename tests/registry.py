@@ -76,6 +76,13 @@ def common_errors(eps: bool = True, betas: bool = True) -> list[ErrorInput]:
         ErrorInput({"weight_decay": -1}, ValueError, r"^Invalid weight_decay value: -1$"),
         ErrorInput({"weight_decay_mode": "l1"}, ValueError, r"Invalid weight_decay_mode: 'l1'"),
         ErrorInput({"maximize": "yes"}, TypeError, r"maximize must be a bool, got 'yes'"),
+        ErrorInput(
+            {"state_dtype": torch.float16},
+            ValueError,
+            r"^Invalid state_dtype value: torch\.float16",
+        ),
+        ErrorInput({"state_dtype": "int8"}, ValueError, r"^Invalid state_dtype value: 'int8'"),
+        ErrorInput({"state_dtype": 8}, TypeError, r"state_dtype must be a torch\.dtype.* got 8$"),
     ]
     if eps:
         errors.append(ErrorInput({"eps": -1e-8}, ValueError, r"^Invalid epsilon value: -1e-08$"))

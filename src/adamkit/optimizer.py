@@ -15,9 +15,11 @@ from torch import Tensor
 from adamkit.backends import BACKENDS, Backend, check_backend, choose_backend
 from adamkit.backends.eager import DTensor, local
 from adamkit.backends.fused import FusedBackend
-from adamkit.rule import GroupStep, Rule, scalar_dtype
+from adamkit.precision import ABSMAX, blocks_of, check_state_dtype, loaded_entries, storage
+from adamkit.rule import Group, GroupStep, Rule, scalar_dtype
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
+StateDtype = torch.dtype | str | None
 
 
 class RuleOptimizer(torch.optim.Optimizer):
@@ -42,8 +44,10 @@ class RuleOptimizer(torch.optim.Optimizer):
         *,
         backend: str = "eager",
         skip_nonfinite: bool = False,
+        state_dtype: StateDtype = None,
     ):
-        self.rule.validate(defaults)
+        defaults = {**defaults, "state_dtype": state_dtype}
+        self._validate(defaults)
         check_backend(backend)
         if not isinstance(skip_nonfinite, bool):
             raise TypeError(f"skip_nonfinite must be a bool, got {skip_nonfinite!r}")
@@ -59,7 +63,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         try:
             group = self.param_groups[-1]
-            self.rule.validate(group)
+            self._validate(group)
             seen: set[int] = set()
             for index, param in enumerate(group["params"]):
                 if param.is_complex() and not self.rule.supports_complex:
@@ -100,15 +104,26 @@ class RuleOptimizer(torch.optim.Optimizer):
         # torch would keep state of an id no group lists, under that id: dropped
         state_dict["state"] = {k: v for k, v in state_dict["state"].items() if k in listed}
         names = self.rule.scalar_state_names
-        scalar_state = {
-            key: {name: values.pop(name) for name in names if name in values}
-            for key, values in state_dict.get("state", {}).items()
-        }
+        held: dict[Any, dict[str, Any]] = {}  # entries torch would cast to the param's dtype
+        for saved, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
+            state_dtype = saved.get("state_dtype", self.defaults["state_dtype"])
+            for key, param in zip(saved["params"], group["params"], strict=True):
+                values = state_dict["state"].get(key, {})
+                held[key] = {
+                    name: values.pop(name)
+                    for name in list(values)
+                    if name in names or keeps_dtype(name, values[name], param, state_dtype)
+                }
         super().load_state_dict(state_dict)
         saved_ids = chain.from_iterable(group["params"] for group in state_dict["param_groups"])
+        groups = chain.from_iterable([g] * len(g["params"]) for g in self.param_groups)
         params = chain.from_iterable(group["params"] for group in self.param_groups)
-        for key, param in zip(saved_ids, params, strict=True):
-            self.state[param].update(scalar_state.get(key, {}))
+        for key, group, param in zip(saved_ids, groups, params, strict=True):
+            scalars = {n: v for n, v in held[key].items() if n in names}
+            compact = {n: v for n, v in held[key].items() if n not in names}
+            signs = {n: n not in self.rule.nonnegative_states for n in compact}
+            self.state[param].update(scalars)
+            self.state[param].update(loaded_entries(compact, param, group["state_dtype"], signs))
         for param_state in self.state.values():
             for name in ("step", *names):
                 if name in param_state and not isinstance(param_state[name], Tensor):
@@ -155,7 +170,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             loaded = {**saved, "params": group["params"]}  # the group torch's load makes
             self.rule.complete(loaded, self.defaults)
             try:
-                self.rule.validate(loaded)
+                self._validate(loaded)
             except (ValueError, TypeError) as error:
                 raise type(error)(f"group {index} of the loaded state dict: {error}") from None
             names = saved.get("param_names", [None] * len(group["params"]))
@@ -196,7 +211,15 @@ class RuleOptimizer(torch.optim.Optimizer):
                     f"{where}: state {name!r} has shape {tuple(value.shape)}, "
                     f"the param needs {tuple(shape)}"
                 )
-            if not (value.is_floating_point() or value.is_complex()):
+            if value.dtype == torch.uint8:  # 8-bit codes (adamkit.precision)
+                absmax = state.get(name + ABSMAX)
+                blocks = (blocks_of(value.numel()),)
+                if not isinstance(absmax, Tensor) or absmax.shape != blocks:
+                    raise ValueError(
+                        f"{where}: 8-bit state {name!r} needs {name + ABSMAX!r} of shape "
+                        f"{blocks}, the state holds {describe(absmax)}"
+                    )
+            elif not (value.is_floating_point() or value.is_complex()):
                 raise TypeError(f"{where}: state {name!r} is {value.dtype}, not floating point")
 
     def __getstate__(self) -> dict[str, Any]:
@@ -220,7 +243,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         defaults = {k: v for k, v in self.defaults.items() if k != "differentiable"}
         for group in self.param_groups:
             self.rule.complete(group, defaults)
-            self.rule.validate(group)
+            self._validate(group)
+
+    def _validate(self, group: Group) -> None:
+        """The rule's checks of a group's hyperparameters, and its state precision."""
+        self.rule.validate(group)
+        check_state_dtype(group.get("state_dtype"))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """torch's ``zero_grad``. On the fused backend, ``set_to_none=False`` also makes each
@@ -328,3 +356,18 @@ def all_finite(grads: Sequence[Tensor]) -> bool:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX, group=group)
         finite = not flag.item()
     return finite
+
+
+def describe(value: Any) -> str:
+    return f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else repr(value)
+
+
+def keeps_dtype(name: str, value: Any, param: Tensor, state_dtype: Any) -> bool:
+    """Whether a loaded state entry keeps its own dtype (torch casts floating state to the
+    param's): 8-bit codes and their block maxima, and state the group keeps compact."""
+    if not isinstance(value, Tensor) or name == "step":
+        return False
+    if value.dtype == torch.uint8 or name.endswith(ABSMAX):
+        return True
+    compact = storage(state_dtype, param.dtype, value.numel()) is not None
+    return compact and value.is_floating_point() and value.dim() > 0

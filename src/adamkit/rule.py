@@ -64,6 +64,9 @@ class Rule(ABC):
     # 0-dim state besides ``step`` (NAdam's ``mu_product``): created before :meth:`scalars`,
     # kept in :func:`scalar_dtype` and never cast to the param's dtype on load, like ``step``
     scalar_state_names: ClassVar[tuple[str, ...]] = ()
+    # param-shaped state that is never negative (second moments): kept in 8 bits, it takes
+    # the unsigned code, one bit more precise (adamkit.precision)
+    nonnegative_states: ClassVar[frozenset[str]] = frozenset()
     supports_complex: ClassVar[bool] = True
 
     def fused_form(self, param: Tensor, options: Any) -> FusedForm | None:

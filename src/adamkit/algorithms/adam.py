@@ -22,7 +22,7 @@ from adamkit.algorithms.common import (
     weight_decay_options,
     weight_decay_scalar,
 )
-from adamkit.optimizer import Params, RuleOptimizer
+from adamkit.optimizer import Params, RuleOptimizer, StateDtype
 from adamkit.rule import Group, Rule, Scalars, State
 
 
@@ -36,6 +36,7 @@ class AdamRule(Rule):
     """Adam's math; see :class:`Adam` for the equations."""
 
     name = "Adam"
+    nonnegative_states = frozenset({"exp_avg_sq", "max_exp_avg_sq"})
 
     def validate(self, group: Group) -> None:
         check_adam_family(group)
@@ -169,6 +170,10 @@ class Adam(RuleOptimizer):
         amsgrad_max: ``"raw"`` or ``"corrected"``, see ``amsgrad``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
+        state_dtype: how per-element state is kept: None (the param's dtype, as torch),
+            ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
+            (block-wise dynamic quantization, Dettmers et al. 2022); see
+            :mod:`adamkit.precision`.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
     """
 
@@ -191,6 +196,7 @@ class Adam(RuleOptimizer):
         amsgrad_max: str = "raw",
         backend: str = "eager",
         skip_nonfinite: bool = False,
+        state_dtype: StateDtype = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -204,7 +210,13 @@ class Adam(RuleOptimizer):
             "eps_mode": eps_mode,
             "amsgrad_max": amsgrad_max,
         }
-        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            backend=backend,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+        )
 
 
 class AdamW(Adam):

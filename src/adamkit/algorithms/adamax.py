@@ -18,7 +18,7 @@ from adamkit.algorithms.common import (
     weight_decay_mode,
     weight_decay_scalar,
 )
-from adamkit.optimizer import Params, RuleOptimizer
+from adamkit.optimizer import Params, RuleOptimizer, StateDtype
 from adamkit.rule import Group, Rule, Scalars, State
 
 EPS_MODES = ("in_max", "none", "denominator")
@@ -33,6 +33,7 @@ class AdamaxRule(Rule):
     """Adamax's math; see :class:`Adamax` for the equations."""
 
     name = "Adamax"
+    nonnegative_states = frozenset({"exp_inf"})
 
     def validate(self, group: Group) -> None:
         check_adam_family(group)
@@ -93,6 +94,10 @@ class Adamax(RuleOptimizer):
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
+        state_dtype: how per-element state is kept: None (the param's dtype, as torch),
+            ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
+            (block-wise dynamic quantization, Dettmers et al. 2022); see
+            :mod:`adamkit.precision`.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step``, ``exp_avg``, ``exp_inf``.
@@ -113,6 +118,7 @@ class Adamax(RuleOptimizer):
         weight_decay_mode: str = "l2",
         backend: str = "eager",
         skip_nonfinite: bool = False,
+        state_dtype: StateDtype = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -123,4 +129,10 @@ class Adamax(RuleOptimizer):
             "eps_mode": eps_mode,
             "weight_decay_mode": weight_decay_mode,
         }
-        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            backend=backend,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+        )

@@ -23,7 +23,7 @@ from adamkit.algorithms.common import (
     weight_decay_options,
     weight_decay_scalar,
 )
-from adamkit.optimizer import Params, RuleOptimizer
+from adamkit.optimizer import Params, RuleOptimizer, StateDtype
 from adamkit.rule import Group, Rule, Scalars, State, scalar_dtype
 
 
@@ -35,6 +35,7 @@ class NAdamRule(Rule):
     """NAdam's math; see :class:`NAdam` for the equations."""
 
     name = "NAdam"
+    nonnegative_states = frozenset({"exp_avg_sq"})
     scalar_state_names = ("mu_product",)
 
     def validate(self, group: Group) -> None:
@@ -125,6 +126,10 @@ class NAdam(RuleOptimizer):
         mu_schedule: ``"dozat"`` or ``"constant"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
+        state_dtype: how per-element state is kept: None (the param's dtype, as torch),
+            ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
+            (block-wise dynamic quantization, Dettmers et al. 2022); see
+            :mod:`adamkit.precision`.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step``, ``mu_product`` (0-dim, :math:`\prod_{i\le t}\mu_i`), ``exp_avg``,
@@ -148,6 +153,7 @@ class NAdam(RuleOptimizer):
         mu_schedule: str = "dozat",
         backend: str = "eager",
         skip_nonfinite: bool = False,
+        state_dtype: StateDtype = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -159,4 +165,10 @@ class NAdam(RuleOptimizer):
             **weight_decay_options(decoupled_weight_decay, weight_decay_mode),
             "mu_schedule": mu_schedule,
         }
-        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            backend=backend,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+        )

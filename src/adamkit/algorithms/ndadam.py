@@ -15,7 +15,7 @@ from adamkit.algorithms.common import (
     update_first_moment,
     weight_decay_mode,
 )
-from adamkit.optimizer import Params, RuleOptimizer
+from adamkit.optimizer import Params, RuleOptimizer, StateDtype
 from adamkit.rule import FusedForm, Group, Rule, Scalars, State
 
 VecAxes = Sequence[int] | None
@@ -98,6 +98,7 @@ class NDAdamRule(Rule):
     """ND-Adam's math; see :class:`NDAdam` for the equations."""
 
     name = "NDAdam"
+    nonnegative_states = frozenset({"exp_avg_sq"})
     supports_complex = False
     adam = AdamRule()
 
@@ -211,6 +212,10 @@ class NDAdam(RuleOptimizer):
             the group.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
+        state_dtype: how per-element state is kept: None (the param's dtype, as torch),
+            ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
+            (block-wise dynamic quantization, Dettmers et al. 2022); see
+            :mod:`adamkit.precision`.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md;
             fused, each param's update is one compiled kernel).
 
@@ -234,6 +239,7 @@ class NDAdam(RuleOptimizer):
         vec_axes: VecAxes = None,
         backend: str = "eager",
         skip_nonfinite: bool = False,
+        state_dtype: StateDtype = None,
     ) -> None:
         defaults: dict[str, Any] = {
             "lr": lr,
@@ -245,4 +251,10 @@ class NDAdam(RuleOptimizer):
             "eps_mode": eps_mode,
             "vec_axes": vec_axes,
         }
-        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            backend=backend,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+        )

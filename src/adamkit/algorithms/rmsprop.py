@@ -19,7 +19,7 @@ from adamkit.algorithms.common import (
     weight_decay_mode,
     weight_decay_scalar,
 )
-from adamkit.optimizer import Params, RuleOptimizer
+from adamkit.optimizer import Params, RuleOptimizer, StateDtype
 from adamkit.rule import Group, Rule, Scalars, State
 
 
@@ -34,6 +34,7 @@ class RMSpropRule(Rule):
     """RMSprop's math; see :class:`RMSprop` for the equations."""
 
     name = "RMSprop"
+    nonnegative_states = frozenset({"square_avg"})
 
     def validate(self, group: Group) -> None:
         check_lr(group)
@@ -112,6 +113,10 @@ class RMSprop(RuleOptimizer):
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
+        state_dtype: how per-element state is kept: None (the param's dtype, as torch),
+            ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
+            (block-wise dynamic quantization, Dettmers et al. 2022); see
+            :mod:`adamkit.precision`.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
     State: ``step``, ``square_avg``, ``grad_avg`` (centered), ``momentum_buffer`` (μ > 0).
@@ -134,6 +139,7 @@ class RMSprop(RuleOptimizer):
         weight_decay_mode: str = "l2",
         backend: str = "eager",
         skip_nonfinite: bool = False,
+        state_dtype: StateDtype = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -146,4 +152,10 @@ class RMSprop(RuleOptimizer):
             "eps_in_sqrt": eps_in_sqrt,
             "weight_decay_mode": weight_decay_mode,
         }
-        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            backend=backend,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+        )

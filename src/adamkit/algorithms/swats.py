@@ -21,7 +21,7 @@ from adamkit.algorithms.common import (
     weight_decay_mode,
     weight_decay_scalar,
 )
-from adamkit.optimizer import Params, RuleOptimizer
+from adamkit.optimizer import Params, RuleOptimizer, StateDtype
 from adamkit.rule import Group, GroupStep, Rule, Scalars, State, Sums
 
 GRANULARITIES = ("group", "tensor", "global")
@@ -54,6 +54,7 @@ class SWATSRule(Rule):
     """SWATS' math; see :class:`SWATS` for the equations."""
 
     name = "SWATS"
+    nonnegative_states = frozenset({"exp_avg_sq"})
 
     def validate(self, group: Group) -> None:
         check_adam_family(group)
@@ -264,6 +265,10 @@ class SWATS(RuleOptimizer):
         granularity: ``"group"``, ``"tensor"`` or ``"global"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
+        state_dtype: how per-element state is kept: None (the param's dtype, as torch),
+            ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
+            (block-wise dynamic quantization, Dettmers et al. 2022); see
+            :mod:`adamkit.precision`.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md;
             fused, the sums of a group are taken over its flat buffer, in the params' order).
 
@@ -290,6 +295,7 @@ class SWATS(RuleOptimizer):
         granularity: str = "group",
         backend: str = "eager",
         skip_nonfinite: bool = False,
+        state_dtype: StateDtype = None,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -302,7 +308,13 @@ class SWATS(RuleOptimizer):
             "switch_tolerance": switch_tolerance,
             "granularity": granularity,
         }
-        super().__init__(params, defaults, backend=backend, skip_nonfinite=skip_nonfinite)
+        super().__init__(
+            params,
+            defaults,
+            backend=backend,
+            skip_nonfinite=skip_nonfinite,
+            state_dtype=state_dtype,
+        )
 
     def switch_point(self, param: Tensor) -> SwitchPoint | None:
         """Where ``param`` (its group, or itself with ``granularity="tensor"``) switched to

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adamkit.precision import pack, salt, storage, unpack
 from adamkit.rule import Group, Rule, Sums, scalar_dtype
 
 try:
@@ -75,9 +76,15 @@ def step_group(
     the sums an update returns are added over the shards."""
     options = rule.options(group)
     state_names = rule.state_names(options)
+    state_dtype = group.get("state_dtype")
     for param in params:
         if isinstance(param, DTensor):  # FSDP2: each rank steps its shard
             check_shardable(rule, param, options)
+            if storage(state_dtype, param.dtype, param.numel()) not in (None, torch.float32):
+                raise NotImplementedError(
+                    f"state_dtype={state_dtype!r} for a DTensor param (FSDP2) of shape "
+                    f"{tuple(param.shape)}: compact state is kept for plain tensors only"
+                )
     for param in params:
         state = states[param]
         if "step" not in state:
@@ -96,9 +103,14 @@ def step_group(
         views = {name: real_view(local(value)) for name, value in state.items()}
         target = real_view(local(param))
         low = target.dtype in LOW_PRECISION
+        kept = {n: storage(state_dtype, param.dtype, state[n].numel()) for n in state_names}
+        kept = {n: form for n, form in kept.items() if form is not None}
+        work = {n: unpack(state, n, n not in rule.nonnegative_states) for n in kept}
         if low:
-            work = {n: v.float() for n, v in views.items() if is_like(v, target)}
-            views, target = {**views, **work}, target.float()
+            upcast = {n: v.float() for n, v in views.items() if is_like(v, target)}
+            work = {**upcast, **work}
+            target = target.float()
+        views = {**views, **work}
         grad = real_view(local(param.grad)).to(target.dtype)
         if grad_scale is not None:
             grad = (grad / grad_scale).to(target.dtype)  # a 0-dim grad would promote
@@ -107,8 +119,13 @@ def step_group(
         sums.append(reduce_sums(param, step(target, grad, views, scalars, options)))
         if low:
             real_view(local(param)).copy_(target)
-            for name in work:
-                real_view(local(state[name])).copy_(views[name])
+        count = int(state["step"])
+        for name, value in work.items():
+            if name in kept:
+                signed = name not in rule.nonnegative_states
+                pack(state, name, value, kept[name], signed, salt(count, name))
+            else:
+                real_view(local(state[name])).copy_(value)
     return sums
 
 

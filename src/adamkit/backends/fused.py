@@ -24,6 +24,7 @@ from torch import Tensor
 
 from adamkit.backends.eager import DTensor, real_view
 from adamkit.backends.eager import step_group as eager_step_group
+from adamkit.precision import storage
 from adamkit.rule import FusedForm, Group, Rule, Sums, scalar_dtype
 
 States = MutableMapping[Tensor, dict[str, Any]]
@@ -290,6 +291,10 @@ class FusedBackend:
     ) -> list[Sums | None]:
         if any(isinstance(param, DTensor) for param in params):
             # sharded params (FSDP2) keep their own storage: the eager step, on each shard
+            return eager_step_group(rule, group, params, states, grad_scale)
+        state_dtype = group.get("state_dtype")
+        if any(storage(state_dtype, p.dtype, p.numel()) is not None for p in params):
+            # state in another precision than the param's: not in flat buffers yet
             return eager_step_group(rule, group, params, states, grad_scale)
         options = rule.options(group)
         plan = self.plans.get(id(group))
