@@ -3,6 +3,7 @@
     python benchmarks/step.py            # 20 M params in 200 tensors, then 1 M in 1 000
     python benchmarks/step.py --quick    # 2 M in 20, then 100 k in 100
     python benchmarks/step.py --device cuda
+    python benchmarks/step.py --precision-only   # Adam-family state in fp32, bf16, 8 bits
 
 For each algorithm it prints the throughput (Gparam/s) of adamkit's fused and eager backends,
 of torch's for-loop, foreach and fused implementations where torch has the algorithm, and of
@@ -170,8 +171,8 @@ def allocated_by(step: Callable[[], None]) -> int:
     )
 
 
-def fused_step(cls, kwargs, params, fresh_grads: bool) -> Callable[[], None]:
-    optimizer = cls(params, backend="fused", **kwargs)
+def fused_step(cls, kwargs, params, fresh_grads: bool, **options) -> Callable[[], None]:
+    optimizer = cls(params, backend="fused", **kwargs, **options)
     grads = [p.grad for p in params]
     if fresh_grads:
 
@@ -261,6 +262,36 @@ def run(total: int, count: int, seconds: float, others: bool, only: set[str]) ->
         )
 
 
+# bytes a step moves per param beyond the param (read, written) and its gradient (read): each
+# state tensor read and written, in its precision (8 bits: a float32 absmax per 256 codes)
+STATE_BYTES = {"float32": 8.0, "bfloat16": 4.0, "8bit": 2.0 + 8 / 256}
+STATE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "8bit": "8bit"}
+
+
+def run_precision(total: int, count: int, seconds: float, only: set[str]) -> None:
+    """Adam-family fused steps with their state in float32, bfloat16 and 8 bits, each as a
+    ratio to the float32-state step measured just before it, with its roofline ratio."""
+    print(f"\nstate precision: {total / 1e6:g} M fp32 params in {count} tensors, fused backend")
+    header = ["algorithm", *(f"{n} state" for n in STATE_DTYPES), "roofline (fp32, bf16, 8bit)"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name, cls, kwargs, _, states in ALGORITHMS:
+        if states < 2 or name == "ND-Adam" or (only and name not in only):
+            continue
+        stream = bandwidth(total, seconds)
+        cells, rooflines = [], []
+        for precision, state_dtype in STATE_DTYPES.items():
+            params = make_params(total, count)
+            step = fused_step(cls, kwargs, params, fresh_grads=False, state_dtype=state_dtype)
+            cells.append(throughput(step, total, seconds))
+            moved = 12 + states * STATE_BYTES[precision]
+            rooflines.append(cells[-1] * moved / stream)
+        text = [f"{c:.3f} ({c / cells[0]:.2f}×)" for c in cells]
+        print(
+            f"| {name} | " + " | ".join(text) + f" | {', '.join(f'{r:.2f}' for r in rooflines)} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
@@ -273,6 +304,9 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME", help="rows to run")
     parser.add_argument("--device", default="cpu", help="where the params live (cpu, cuda)")
+    parser.add_argument(
+        "--precision-only", action="store_true", help="only the state-precision table"
+    )
     parser.add_argument(
         "--sizes",
         nargs="+",
@@ -299,7 +333,9 @@ def main() -> None:
         sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes]
     for index, (total, count) in enumerate(sizes):
         others = index == 0 or args.others_everywhere
-        run(total, count, args.seconds, others, set(args.only))
+        if not args.precision_only:
+            run(total, count, args.seconds, others, set(args.only))
+    run_precision(*sizes[0], args.seconds, set(args.only))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ state's precision.
   value is rounded up with the probability of its distance to the lower bfloat16 neighbour,
   so the rounding is unbiased and small updates are not lost on average (round to nearest
   would drop every update below half an ulp of the state). The random bits are a hash of the
-  value's own bits, the step and the state's name: reproducible, the same on every backend,
-  and a resumed run draws what the uninterrupted one drew.
+  value's bfloat16 half, the step and the state's name: reproducible, the same on every
+  backend, and a resumed run draws what the uninterrupted one drew.
 * ``"8bit"``: block-wise dynamic quantization (Dettmers, Lewis, Shleifer & Zettlemoyer,
   *8-bit Optimizers via Block-wise Quantization*, ICLR 2022). The state is cut into blocks
   of :data:`BLOCK` elements; each block keeps its absolute maximum in float32 and every
@@ -30,6 +30,7 @@ matters most.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -67,13 +68,34 @@ def storage(state_dtype: Any, dtype: torch.dtype, numel: int) -> Any:
     return state_dtype
 
 
+def decode(stored: Sequence[Tensor], signed: bool) -> Tensor:
+    """The float32 value of a state kept as ``stored``: (8-bit codes, block maxima) are
+    dequantized, a bfloat16 tensor upcast (both new tensors); a float32 tensor is itself."""
+    if len(stored) == 2:
+        return dequantize(stored[0], stored[1], signed)
+    return stored[0].float()
+
+
+def encode(value: Tensor, kept: Any, signed: bool, key: Tensor | int) -> tuple[Tensor, ...]:
+    """``value`` (float32) in the form ``kept`` (see :func:`storage`): (codes, block maxima)
+    for ``"8bit"``, (bfloat16 rounded stochastically with ``key``,) or (``value``,)."""
+    if kept == EIGHT_BIT:
+        return quantize(value, signed)
+    if kept == torch.bfloat16:
+        return (round_bfloat16(value, key),)
+    return (value,)
+
+
+def stored_parts(state: dict[str, Any], name: str) -> tuple[Tensor, ...]:
+    """The entries state ``name`` is kept in: its codes and block maxima, or itself."""
+    if state[name].dtype == torch.uint8:
+        return state[name], state[name + ABSMAX]
+    return (state[name],)
+
+
 def unpack(state: dict[str, Any], name: str, signed: bool) -> Tensor:
-    """The float32 value of state ``name`` as it is stored: 8-bit codes are decoded,
-    bfloat16 upcast (both new tensors), float32 state is the state tensor itself."""
-    value = state[name]
-    if value.dtype == torch.uint8:
-        return dequantize(value, state[name + ABSMAX], signed)
-    return value if value.dtype == torch.float32 else value.float()
+    """The float32 value of state ``name`` as it is stored (see :func:`decode`)."""
+    return decode(stored_parts(state, name), signed)
 
 
 def pack(
@@ -82,19 +104,12 @@ def pack(
     """Store ``value`` (float32) as state ``name`` kept as ``kept`` (see :func:`storage`;
     not None): in place where the state already has that form, else replacing it (a state
     loaded in another precision takes the group's at its first step)."""
-    stored = state.get(name)
-    if kept == EIGHT_BIT:
-        codes, absmax = quantize(value, signed)
-        entries = {name: codes, name + ABSMAX: absmax}
-    elif kept == torch.bfloat16:
-        entries = {name: round_bfloat16(value, key)}
-    elif value is stored:
+    if kept == torch.float32 and value is state.get(name):
         return  # float32 state, updated in place
-    else:
-        entries = {name: value}
+    names = (name, name + ABSMAX) if kept == EIGHT_BIT else (name,)
     if kept != EIGHT_BIT:
         state.pop(name + ABSMAX, None)
-    for entry, new in entries.items():
+    for entry, new in zip(names, encode(value, kept, signed, key), strict=True):
         old = state.get(entry)
         if old is not None and old.dtype == new.dtype and old.shape == new.shape:
             old.copy_(new)
@@ -108,31 +123,32 @@ _MASK32 = 0xFFFFFFFF
 
 
 def _mix(x: Tensor) -> Tensor:
-    """A 32-bit integer hash (xorshift-multiply rounds) of int64 tensors holding values
-    below 2^32; the multipliers are below 2^31, so no product leaves int64."""
+    """A 32-bit integer hash (xorshift-multiply rounds) of int32 tensors; products wrap
+    around, as int32 arithmetic does in torch and in vector registers."""
     x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK32
+    x = x * 0x7FEB352D
     x = x ^ (x >> 15)
-    x = (x * 0x1B873593) & _MASK32
+    x = x * 0x1B873593
     return x ^ (x >> 16)
 
 
 def salt(step: int, name: str) -> int:
-    """The per-step, per-state key of the rounding's random bits (below 2^32)."""
+    """The per-step, per-state key of the rounding's random bits (below 2^31)."""
     key = sum(ord(c) * 31**i for i, c in enumerate(name)) & _MASK32
-    return (step * 0x9E3779B9 + key) & _MASK32
+    return (step * 0x9E3779B9 + key) & 0x7FFFFFFF
 
 
 def round_bfloat16(value: Tensor, key: Tensor | int) -> Tensor:
     """``value`` (float32) rounded stochastically to bfloat16: 16 random bits are added to
     its low half, which is then cut off. ``key`` (:func:`salt`) picks the random bits; the
     same value and key always round the same way. NaN stays NaN, ±Inf stays ±Inf."""
-    bits = value.view(torch.int32).to(torch.int64) & _MASK32
-    noise = _mix(bits ^ key) & 0xFFFF
-    rounded = (bits + noise) & 0xFFFF0000
-    rounded = torch.where(rounded >= 2**31, rounded - 2**32, rounded).to(torch.int32)
-    result = rounded.view(torch.float32)
-    return torch.where(value.isnan(), value, result).to(torch.bfloat16)
+    bits = value.view(torch.int32)
+    # a hash of the kept half only: values one float32 ulp apart (two backends' roundings
+    # of the same sum) round the same way, except where their cut half straddles the draw
+    noise = _mix((bits >> 16) ^ key) & 0xFFFF
+    # two's complement addition is the unsigned one: the carry runs into the magnitude bits
+    rounded = ((bits + noise) & -65536).view(torch.float32)
+    return torch.where(value == value, rounded, value).to(torch.bfloat16)
 
 
 # 8 bits, block-wise dynamic tree quantization ------------------------------------------------
@@ -148,30 +164,44 @@ def dynamic_code(signed: bool) -> Tensor:
     byte). Unsigned: code j > 0 has its highest set bit at position f, so e = 7 − f zero
     bits before it and the fraction k − 1 = j − 2^f in the f bits after; value
     10^−e·(0.1 + 0.9·k/2^f). Signed: the same on 7 bits, bit 7 the sign."""
+    return decode_codes(torch.arange(256, dtype=torch.uint8), signed)
+
+
+def _pick(index: Tensor, values: list[float]) -> Tensor:
+    """``values[index]`` for a float tensor of small whole numbers, by comparisons (a
+    gather does not vectorise on the CPU): exactly one term is not 0."""
+    return sum((index == i) * value for i, value in enumerate(values))  # type: ignore[return-value]
+
+
+def decode_codes(codes: Tensor, signed: bool) -> Tensor:
+    """The code's values (float32, in [−1, 1]) of uint8 ``codes``, computed from the bits:
+    j the magnitude bits, 2^f its highest set bit (by comparisons, exact), e = E − 1 − f."""
     decades = _decades(signed)
-    magnitudes = [0.0]
-    for j in range(1, 2**decades):
-        f = j.bit_length() - 1
-        k = j - 2**f + 1
-        magnitudes.append(10.0 ** -(decades - 1 - f) * (0.1 + 0.9 * k / 2**f))
-    values = magnitudes + [-m for m in magnitudes] if signed else magnitudes
-    return torch.tensor(values, dtype=torch.float32)
+    j = codes.float()
+    if signed:
+        negative = j >= 128
+        j = torch.where(negative, j - 128, j)
+    top = sum((j >= 2**i) * float(2 ** (i - 1) if i else 1) for i in range(decades))
+    f = sum((j >= 2**i) * 1.0 for i in range(1, decades))
+    scale = _pick(f, [10.0 ** -(decades - 1 - i) for i in range(decades)])
+    magnitude = torch.where(j > 0, scale * (0.1 + 0.9 * (j - top + 1) / top), 0.0)
+    return torch.where(negative, -magnitude, magnitude) if signed else magnitude
 
 
 def encode_magnitude(y: Tensor, signed: bool) -> Tensor:
-    """The code (int64) of the value in the dynamic code nearest to ``y`` ∈ [0, 1]: the
-    decade e from log10, then the nearest of its 2^f linear steps. A value in the gap
-    below a decade's first step rounds to that step or to the next decade's top, both
-    codes of the same formula (k = 0 is the top of the decade below)."""
+    """The code (float, a whole number) of the value in the dynamic code nearest to
+    ``y`` ∈ [0, 1]: the decade e by comparisons with the powers of 10, then the nearest of
+    its 2^f linear steps. A value in the gap below a decade's first step rounds to that
+    step or to the next decade's top, both codes of the same formula (k = 0 is the top of
+    the decade below)."""
     decades = _decades(signed)
-    e = torch.floor(-torch.log10(y)).clamp(0, decades - 1)
-    levels = torch.exp2(decades - 1 - e)  # 2^f
-    k = torch.round((y * torch.pow(10.0, e) - 0.1) * levels / 0.9).clamp(min=0)
-    k = torch.minimum(k, levels)
-    code = levels + k - 1
+    e = sum((y < 10.0**-i) * 1.0 for i in range(1, decades))
+    levels = _pick(e, [2.0 ** (decades - 1 - i) for i in range(decades)])  # 2^f
+    k = torch.round((y * _pick(e, [10.0**i for i in range(decades)]) - 0.1) * levels / 0.9)
+    code = levels + torch.minimum(k.clamp(min=0), levels) - 1
     # unsigned (second moments): a value above 0 never rounds to 0, where Adam's step
     # m/(√v + ε) would be m/ε (the zero-point problem, Li, Chen & Zhu 2023)
-    return (code.clamp(min=0) if signed else torch.where(y > 0, code.clamp(min=1), 0)).long()
+    return code.clamp(min=0) if signed else torch.where(y > 0, code.clamp(min=1), 0.0)
 
 
 def blocks(flat: Tensor) -> Tensor:
@@ -190,15 +220,14 @@ def quantize(value: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
     y = torch.where(absmax > 0, rows / absmax, 0.0)
     code = encode_magnitude(y.abs(), signed)
     if signed:
-        code = code + 128 * (y < 0)
+        code = code + 128.0 * (y < 0)
     codes = code.to(torch.uint8).view(-1)[: value.numel()].view(value.shape)
     return codes, absmax.view(-1)
 
 
 def dequantize(codes: Tensor, absmax: Tensor, signed: bool) -> Tensor:
     """The float32 values that ``codes`` and the blocks' ``absmax`` stand for."""
-    table = dynamic_code(signed).to(codes.device)
-    rows = blocks(table[codes.reshape(-1).long()])
+    rows = blocks(decode_codes(codes.reshape(-1), signed))
     return (rows * absmax.view(-1, 1)).view(-1)[: codes.numel()].view(codes.shape)
 
 

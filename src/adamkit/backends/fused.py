@@ -24,22 +24,50 @@ from torch import Tensor
 
 from adamkit.backends.eager import DTensor, real_view
 from adamkit.backends.eager import step_group as eager_step_group
-from adamkit.precision import storage
+from adamkit.precision import (
+    ABSMAX,
+    BLOCK,
+    EIGHT_BIT,
+    blocks_of,
+    decode,
+    encode,
+    salt,
+    storage,
+    unpack,
+)
 from adamkit.rule import FusedForm, Group, Rule, Sums, scalar_dtype
 
 States = MutableMapping[Tensor, dict[str, Any]]
 ALIGN = 16  # elements: each param's slice of a flat buffer starts on a multiple of it
 # elements of one block of rows (width > 0): 2 MB of float32 per buffer, which measured
 # fastest for ND-Adam on 2 CPU cores (0.29 Gparam/s unblocked, 0.6–0.77 in blocks of 0.25–2 M)
-BLOCK = 1 << 19
+ROW_BLOCK = 1 << 19
+# elements of one block of a layout with compact state on the CPU (a multiple of the 8-bit
+# code's block). Adam, 20 M params, 2 CPU cores, 8-bit / bfloat16 state in Gparam/s:
+# 2^16 0.12 / 0.26, 2^18 0.15 / 0.38, 2^20 0.16 / 0.44, unblocked 0.08 / 0.46
+COMPACT_BLOCK = 1 << 20
 
 
-def _kernel(rule, options, maximize, param, grad, names, tensors, scalars, grad_scale):
+def _kernel(rule, options, maximize, param, grad, names, tensors, scalars, grad_scale, codecs=()):
     if grad_scale is not None:
         grad = grad / grad_scale
     if maximize:
         grad = -grad
-    return rule.update(param, grad, dict(zip(names, tensors, strict=True)), scalars, options)
+    if not codecs:
+        return rule.update(param, grad, dict(zip(names, tensors, strict=True)), scalars, options)
+    # compact state (adamkit.precision): decoded to float32, stepped, encoded back in place
+    stored, state, position = {}, {}, 0
+    for name, (kept, signed) in zip(names, codecs, strict=True):
+        count = 2 if kept == EIGHT_BIT else 1
+        stored[name] = tensors[position : position + count]
+        position += count
+        state[name] = decode(stored[name], signed)
+    sums = rule.update(param, grad, state, scalars, options)
+    for name, (kept, signed) in zip(names, codecs, strict=True):
+        key = scalars.get(name + "_key", 0)
+        for target, new in zip(stored[name], encode(state[name], kept, signed, key), strict=True):
+            target.copy_(new)
+    return sums
 
 
 def compiled_update(rule: Rule, dynamic: bool) -> Callable[..., Any]:
@@ -47,18 +75,21 @@ def compiled_update(rule: Rule, dynamic: bool) -> Callable[..., Any]:
     object, so every cached kernel below gets its own budget)."""
     name = f"{type(rule).__name__}_{'tensor' if dynamic else 'fused'}_update"
     code = _kernel.__code__.replace(co_name=name, co_qualname=name)
-    function = types.FunctionType(code, _kernel.__globals__, name)
+    function = types.FunctionType(code, _kernel.__globals__, name, _kernel.__defaults__)
     return torch.compile(function, dynamic=dynamic, fullgraph=True)
 
 
 _KERNELS: dict[Any, Callable[..., Any]] = {}
 
 
-def kernel(rule: Rule, options: Any, maximize: bool, flat: Tensor) -> Callable[..., Any]:
-    """The compiled update of ``rule`` under ``options`` for buffers like ``flat``. Sizes are
-    static: a kernel specialised to its length runs about 1.4× faster on CPU than a
-    dynamic-size one, and a model's buffers keep their length."""
-    key = (type(rule), options, maximize, flat.dtype, flat.device, flat.shape)
+def kernel(
+    rule: Rule, options: Any, maximize: bool, flat: Tensor, codecs: tuple[Any, ...] = ()
+) -> Callable[..., Any]:
+    """The compiled update of ``rule`` under ``options`` for buffers like ``flat``, its state
+    kept as ``codecs`` says (per state: its form and whether it is signed; empty for plain
+    state). Sizes are static: a kernel specialised to its length runs about 1.4× faster on
+    CPU than a dynamic-size one, and a model's buffers keep their length."""
+    key = (type(rule), options, maximize, flat.dtype, flat.device, flat.shape, codecs)
     if key not in _KERNELS:
         _KERNELS[key] = compiled_update(rule, dynamic=False)
     return _KERNELS[key]
@@ -116,6 +147,7 @@ class Layout:
     the rows ``starts[i]…`` of the stacked tensor (a row is one element for width 0)."""
 
     form: FusedForm
+    kept: Any  # how its per-element state is kept (adamkit.precision.storage); None: plain
     params: list[Tensor]
     starts: list[int]
     rows: int
@@ -137,6 +169,10 @@ class Layout:
         like = real_view(self.params[index]) if like is None else like
         per_row = flat.numel() // self.rows if self.rows else 0
         return flat.as_strided(like.shape, dense_strides(like), self.starts[index] * per_row)
+
+    def fits(self, form: FusedForm, kept: Any, params: Sequence[Tensor], states: States) -> bool:
+        """This layout is of ``form`` and ``kept`` and still holds ``params``."""
+        return self.form == form and self.kept == kept and self.owns(params, states)
 
     def owns(self, params: Sequence[Tensor], states: States) -> bool:
         """The params are still views of this layout and their state entries its views (a
@@ -170,11 +206,18 @@ def buckets(rule: Rule, params: Sequence[Tensor], states: States) -> list[list[T
 
 
 def build(
-    rule: Rule, options: Any, form: FusedForm, params: Sequence[Tensor], states: States
+    rule: Rule,
+    options: Any,
+    form: FusedForm,
+    kept: Any,
+    params: Sequence[Tensor],
+    states: States,
 ) -> Layout:
     """Move ``params`` and their state into flat buffers; each param's ``.data`` and each
     state entry become views of them (the values are copied, nothing else changes)."""
     reals = [real_view(param.detach()) for param in params]
+    # 8-bit state: each param starts a block, so that its blocks are those of the eager step
+    align = BLOCK if kept == EIGHT_BIT else ALIGN
     starts, rows = [], 0
     for real in reals:
         starts.append(rows)
@@ -183,11 +226,12 @@ def build(
         else:
             # every param starts on a multiple of ALIGN elements: a complex param's real view
             # needs an even offset, and aligned starts vectorise; the gaps stay 0
-            rows += -(-real.numel() // ALIGN) * ALIGN
+            rows += -(-real.numel() // align) * align
     like = reals[0]
     size = rows * max(form.width, 1)
     layout = Layout(
         form=form,
+        kept=kept,
         params=list(params),
         starts=starts,
         rows=rows,
@@ -232,6 +276,9 @@ def add_state(
     the params' existing values, or the rule's initial ones."""
     stacked = layout.stacked(layout.flat_param)
     for name in names:
+        if layout.kept is not None:
+            add_compact_state(layout, rule, options, states, name)
+            continue
         flat = rule.init_state(name, stacked, layout.form.options).zero_().view(-1)
         layout.state_views[name] = []
         for index, param in enumerate(layout.params):
@@ -245,30 +292,73 @@ def add_state(
         layout.flat_state[name] = flat
 
 
+def add_compact_state(layout: Layout, rule: Rule, options: Any, states: States, name: str) -> None:
+    """State ``name`` kept compact (a width-0 layout): the params' values, or the rule's
+    initial ones, in float32 in one flat buffer, encoded into the layout's form; each param's
+    entries (codes and block maxima, or bfloat16) become views of the encoded buffers."""
+    signed = name not in rule.nonnegative_states
+    full = torch.zeros(layout.rows, dtype=torch.float32, device=layout.flat_param.device)
+    for index, param in enumerate(layout.params):
+        state = states[param]
+        value = unpack(state, name, signed) if name in state else None
+        value = rule.init_state(name, param, options) if value is None else value
+        layout.view(full, index, like=value).copy_(value)
+    parts = encode(full, layout.kept, signed, 0)
+    entries = (name, name + ABSMAX) if layout.kept == EIGHT_BIT else (name,)
+    for entry, flat in zip(entries, parts, strict=True):
+        layout.flat_state[entry] = flat
+        layout.state_views[entry] = []
+    for index, param in enumerate(layout.params):
+        state = states[param]
+        state.pop(name + ABSMAX, None)
+        state[name] = layout.view(parts[0], index)
+        layout.state_views[name].append(state[name])
+        if layout.kept == EIGHT_BIT:
+            first = layout.starts[index] // BLOCK
+            absmax = parts[1][first : first + blocks_of(param.numel())]
+            state[name + ABSMAX] = absmax
+            layout.state_views[name + ABSMAX].append(absmax)
+
+
 class Plan(NamedTuple):
     params: tuple[int, ...]  # ids of the params stepping
     options: Any
     per_tensor: bool
     alone: list[Tensor]
-    partitions: list[tuple[FusedForm, list[Tensor]]]
+    state_dtype: Any
+    partitions: list[tuple[FusedForm, Any, list[Tensor]]]  # form, kept, params
 
 
 def partition(rule: Rule, group: Group, options: Any, params: Sequence[Tensor]) -> Plan:
-    """``params`` split by device, dtype and fused form (and per param where the rule's sums
-    must be per tensor); those that cannot be stacked step alone."""
+    """``params`` split by device, dtype, fused form and how their state is kept (and per
+    param where the rule's sums must be per tensor); those that cannot be stacked step
+    alone, as do rows (vectors) with compact state."""
     parts: dict[tuple[Any, ...], list[Tensor]] = {}
     alone: list[Tensor] = []
     per_tensor = rule.per_tensor(group)
     for param in params:
         real = real_view(param)
         form = rule.fused_form(real, options)
-        if form is None or (form.width and dense_strides(real)[0] != form.width):
+        kept = storage(group.get("state_dtype"), real.dtype, real.numel())
+        if form is None or (form.width and (dense_strides(real)[0] != form.width or kept)):
             alone.append(param)  # its vectors are not contiguous rows of its storage
             continue
-        key = (real.device, real.dtype, form, id(param) if per_tensor else None)
+        key = (real.device, real.dtype, form, kept, id(param) if per_tensor else None)
         parts.setdefault(key, []).append(param)
-    partitions = [(key[2], members) for key, members in parts.items()]
-    return Plan(tuple(map(id, params)), options, per_tensor, alone, partitions)
+    partitions = [(key[2], key[3], members) for key, members in parts.items()]
+    state_dtype = group.get("state_dtype")
+    return Plan(tuple(map(id, params)), options, per_tensor, alone, state_dtype, partitions)
+
+
+def compact_numbers(layout: Layout, names: Sequence[str], step: int) -> dict[str, Tensor]:
+    """What a kernel over bfloat16 state reads besides the rule's numbers: the stochastic
+    rounding keys of this step."""
+    device = layout.flat_param.device
+    if layout.kept != torch.bfloat16:
+        return {}
+    return {
+        n + "_key": torch.tensor(salt(step, n), dtype=torch.int32, device=device) for n in names
+    }
 
 
 class FusedBackend:
@@ -292,10 +382,6 @@ class FusedBackend:
         if any(isinstance(param, DTensor) for param in params):
             # sharded params (FSDP2) keep their own storage: the eager step, on each shard
             return eager_step_group(rule, group, params, states, grad_scale)
-        state_dtype = group.get("state_dtype")
-        if any(storage(state_dtype, p.dtype, p.numel()) is not None for p in params):
-            # state in another precision than the param's: not in flat buffers yet
-            return eager_step_group(rule, group, params, states, grad_scale)
         options = rule.options(group)
         plan = self.plans.get(id(group))
         held = (
@@ -303,6 +389,7 @@ class FusedBackend:
             and plan.params == tuple(map(id, params))
             and plan.options == options
             and plan.per_tensor == rule.per_tensor(group)
+            and plan.state_dtype == group.get("state_dtype")
             and self.holds(plan, states)
         )
         if not held:
@@ -315,12 +402,12 @@ class FusedBackend:
 
             results = eager_step_group(rule, group, plan.alone, states, grad_scale, update)
             sums.update(zip(map(id, plan.alone), results, strict=True))
-        for form, members in plan.partitions:
+        for form, kept, members in plan.partitions:
             if held:
                 layout = self.layouts[tuple(map(id, members))]
                 totals = self.step_layout(rule, group, layout, states, grad_scale)
             else:
-                totals = self.step_partition(rule, group, form, members, states, grad_scale)
+                totals = self.step_partition(rule, group, form, kept, members, states, grad_scale)
             # the part's sums go to its first param, zeros to the others: the same totals
             for index, param in enumerate(members):
                 sums[id(param)] = (
@@ -333,9 +420,9 @@ class FusedBackend:
     def holds(self, plan: Plan, states: States) -> bool:
         """Every partition of ``plan`` is one layout that still holds its members (their
         shapes and storage are then those the plan was made for)."""
-        for form, members in plan.partitions:
+        for form, kept, members in plan.partitions:
             layout = self.layouts.get(tuple(map(id, members)))
-            if layout is None or layout.form != form or not layout.owns(members, states):
+            if layout is None or not layout.fits(form, kept, members, states):
                 return False
         return True
 
@@ -344,12 +431,14 @@ class FusedBackend:
         rule: Rule,
         group: Group,
         form: FusedForm,
+        kept: Any,
         params: list[Tensor],
         states: States,
         grad_scale: Tensor | None,
     ) -> Sums | None:
-        """Step ``params`` (one device, dtype and form) in a layout per bucket, built where
-        none holds the bucket. Returns the sums their updates return, added over them."""
+        """Step ``params`` (one device, dtype, form and state precision ``kept``) in a layout
+        per bucket, built where none holds the bucket. Returns the sums their updates
+        return, added over them."""
         options = rule.options(group)
         for param in params:
             states[param].setdefault("step", torch.tensor(0.0, dtype=scalar_dtype()))
@@ -360,13 +449,13 @@ class FusedBackend:
         for part in buckets(rule, params, states):
             key = tuple(map(id, part))
             layout = self.layouts.get(key)
-            if layout is None or layout.form != form or not layout.owns(part, states):
+            if layout is None or not layout.fits(form, kept, part, states):
                 for param in part:  # a param moves to the new layout: drop its old one
                     old = self.layouts.pop(self.owner.get(id(param)), None)
                     if old is not None:
                         release(old, states, keep={id(p) for p in part})
                     self.owner[id(param)] = key
-                layout = self.layouts[key] = build(rule, options, form, part, states)
+                layout = self.layouts[key] = build(rule, options, form, kept, part, states)
             result = self.step_layout(rule, group, layout, states, grad_scale)
             if result is not None:
                 totals.append(result)
@@ -395,17 +484,36 @@ class FusedBackend:
         self.gather_grads(layout)
         maximize = bool(group["maximize"])
         numbers = {name: as_kernel_scalar(value) for name, value in scalars.items()}
-        flats = [layout.flat_param, layout.flat_grad, *(layout.flat_state[n] for n in names)]
+        codecs: tuple[Any, ...] = ()
+        if layout.kept is not None:
+            codecs = tuple((layout.kept, n not in rule.nonnegative_states) for n in names)
+            numbers.update(compact_numbers(layout, names, int(layout.flat_scalar["step"][0])))
+        stored = [e for n in names for e in (n, n + ABSMAX) if e in layout.flat_state]
+        flats = [layout.flat_param, layout.flat_grad, *(layout.flat_state[n] for n in stored)]
         stacked = [layout.stacked(flat) for flat in flats]
         # on the CPU rows (vectors) go in blocks: the kernel passes over a block several times
         # (the reductions first), and a block stays in cache between the passes. A GPU kernel
         # reduces each row in registers: one call over all rows
-        blocked = layout.form.width and layout.flat_param.device.type == "cpu"
-        block = max(ALIGN, BLOCK // layout.form.width // ALIGN * ALIGN) if blocked else 0
+        # Compact state is decoded into float32 temporaries as large as the block: on the CPU
+        # elements go in blocks too, so that they stay in cache (20 M elements at once make
+        # five 80 MB temporaries per step)
+        cpu = layout.flat_param.device.type == "cpu"
+        block = 0
+        if cpu and layout.form.width:
+            block = max(ALIGN, ROW_BLOCK // layout.form.width // ALIGN * ALIGN)
+        elif cpu and layout.kept is not None:
+            block = COMPACT_BLOCK
         totals: list[Sums] = []
         for start in range(0, layout.rows, block) if block else [0]:
-            param, grad, *tensors = (t[start : start + block] if block else t for t in stacked)
-            sums = kernel(rule, layout.form.options, maximize, param)(
+            param, grad, *tensors = (
+                t[start // BLOCK : (start + block) // BLOCK]
+                if block and name.endswith(ABSMAX)
+                else t[start : start + block]
+                if block
+                else t
+                for name, t in zip(["param", "grad", *stored], stacked, strict=True)
+            )
+            sums = kernel(rule, layout.form.options, maximize, param, codecs)(
                 rule,
                 layout.form.options,
                 maximize,
@@ -415,6 +523,7 @@ class FusedBackend:
                 tensors,
                 numbers,
                 grad_scale,
+                codecs,
             )
             if sums is not None:
                 totals.append(sums)
