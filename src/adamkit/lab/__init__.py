@@ -23,6 +23,7 @@ MODULES = {
     "generalization": "generalization",
     "restarts": "restarts",
     "variants": "variants",
+    "state-precision": "state_precision",
 }
 
 
