@@ -326,3 +326,30 @@ def test_float64_and_small_params_keep_plain_state(state_dtype):
     optimizer.step()
     assert {v.dtype for v in compact_entries(optimizer.state[big64]).values()} == {torch.float64}
     assert {v.dtype for v in compact_entries(optimizer.state[small]).values()} == {torch.float32}
+
+
+def test_fused_8bit_blocks_are_each_params_own():
+    """Two params of 4100 and 5110 elements (not multiples of 256) in one fused layout:
+    each starts a block, so its block maxima are those of the eager step (17 and 20 blocks,
+    equal within float32 rounding) and the params stay within 1e-6 of the eager run's; a
+    block shared by the two params would give the second param the first's maxima."""
+    results = []
+    for backend in ("eager", "fused"):
+        generator = torch.Generator().manual_seed(3)
+        params = [
+            (torch.randn(4100, generator=generator) * 100).requires_grad_(),
+            torch.randn(70, 73, generator=generator).requires_grad_(),
+        ]
+        optimizer = adamkit.Adam(params, lr=1e-2, state_dtype="8bit", backend=backend)
+        for _ in range(10):
+            for param in params:
+                param.grad = torch.randn(param.shape, generator=generator) * param.detach()
+            optimizer.step()
+        results.append((params, optimizer))
+    (eager, eager_optimizer), (fused, fused_optimizer) = results
+    for a, b in zip(fused, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        for name in ("exp_avg_absmax", "exp_avg_sq_absmax"):
+            kept, expected = fused_optimizer.state[a][name], eager_optimizer.state[b][name]
+            assert kept.shape == expected.shape == (precision.blocks_of(b.numel()),)
+            torch.testing.assert_close(kept, expected, rtol=1e-5, atol=0)
