@@ -353,3 +353,25 @@ def test_fused_8bit_blocks_are_each_params_own():
             kept, expected = fused_optimizer.state[a][name], eager_optimizer.state[b][name]
             assert kept.shape == expected.shape == (precision.blocks_of(b.numel()),)
             torch.testing.assert_close(kept, expected, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("state_dtype", [torch.float32, *COMPACT], ids=["fp32", "bf16", "8bit"])
+def test_bfloat16_params_with_other_state_on_both_backends(state_dtype):
+    """bfloat16 params with float32, bfloat16 or 8-bit state: the params stay bfloat16, the
+    state takes the asked form, and the fused backend (which steps the param in float32 with
+    its decoded state, rounded once, as the eager one does) ends within a bfloat16 rounding
+    of the eager backend after 10 steps."""
+    results = []
+    for backend in ("eager", "fused"):
+        generator = torch.Generator().manual_seed(5)
+        param = torch.randn(SIZE, generator=generator).bfloat16().requires_grad_()
+        optimizer = adamkit.Adam([param], lr=1e-2, state_dtype=state_dtype, backend=backend)
+        for _ in range(10):
+            param.grad = torch.randn(SIZE, generator=generator).bfloat16()
+            optimizer.step()
+        state = optimizer.state[param]
+        assert param.dtype == torch.bfloat16
+        expected = torch.uint8 if state_dtype == "8bit" else state_dtype
+        assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == expected
+        results.append(param.detach().float())
+    torch.testing.assert_close(results[1], results[0], rtol=2**-7, atol=1e-6)

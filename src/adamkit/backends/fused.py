@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from adamkit.backends.eager import DTensor, real_view
+from adamkit.backends.eager import LOW_PRECISION, DTensor, real_view
 from adamkit.backends.eager import step_group as eager_step_group
 from adamkit.precision import (
     ABSMAX,
@@ -62,7 +62,11 @@ def _kernel(rule, options, maximize, param, grad, names, tensors, scalars, grad_
         stored[name] = tensors[position : position + count]
         position += count
         state[name] = decode(stored[name], signed)
-    sums = rule.update(param, grad, state, scalars, options)
+    # a low-precision param steps in float32 with its decoded state, rounded once
+    work = param.float() if param.dtype in LOW_PRECISION else param
+    sums = rule.update(work, grad.to(work.dtype), state, scalars, options)
+    if work is not param:
+        param.copy_(work)
     for name, (kept, signed) in zip(names, codecs, strict=True):
         key = scalars.get(name + "_key", 0)
         for target, new in zip(stored[name], encode(state[name], kept, signed, key), strict=True):
