@@ -119,11 +119,11 @@ def step_group(
         sums.append(reduce_sums(param, step(target, grad, views, scalars, options)))
         if low:
             real_view(local(param)).copy_(target)
-        count = int(state["step"])
         for name, value in work.items():
-            if name in kept:
+            if name in kept:  # the step count is read (a host sync) only for compact state
                 signed = name not in rule.nonnegative_states
-                pack(state, name, value, kept[name], signed, salt(count, name))
+                key = salt(int(state["step"]), name)
+                pack(state, name, value, kept[name], signed, key)
             else:
                 real_view(local(state[name])).copy_(value)
     return sums
