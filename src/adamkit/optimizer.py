@@ -250,14 +250,6 @@ class RuleOptimizer(torch.optim.Optimizer):
         self.rule.validate(group)
         check_state_dtype(group.get("state_dtype"))
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """torch's ``zero_grad``. On the fused backend, ``set_to_none=False`` also makes each
-        gradient a view of the flat gradient buffer (zeroed), so that backward accumulates
-        into it and the step copies no gradient."""
-        super().zero_grad(set_to_none)
-        if not set_to_none and isinstance(self._runner, FusedBackend):
-            self._runner.adopt_grads([p for g in self.param_groups for p in g["params"]])
-
     @property
     def _step_supports_amp_scaling(self) -> bool:
         """Whether ``torch.amp.GradScaler`` hands the step its scale instead of unscaling the

@@ -134,7 +134,9 @@ def apply_weight_decay(
     if mode is None:
         return grad
     if mode == "l2":
-        return grad.add(param, alpha=value)
+        # in place: torch.compile takes the alpha of an out-of-place add as a constant, so
+        # a compiled step would keep the first λ it saw
+        return grad.clone().add_(param, alpha=value)
     param.mul_(value)
     return grad
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from adamkit.precision import pack, salt, storage, unpack
-from adamkit.rule import Group, Rule, Sums, scalar_dtype
+from adamkit.rule import Group, Rule, Scalars, Sums, scalar_dtype
 
 try:
     from torch.distributed.tensor import DTensor
@@ -23,6 +23,7 @@ except ImportError:  # a torch built without distributed
     DTensor = ()  # type: ignore[assignment,misc]
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
+States = MutableMapping[Tensor, dict[str, Any]]
 
 
 def real_view(value: Any) -> Any:
@@ -63,7 +64,7 @@ def step_group(
     rule: Rule,
     group: Group,
     params: Sequence[Tensor],
-    states: MutableMapping[Tensor, dict[str, Any]],
+    states: States,
     grad_scale: Tensor | None = None,
     update: Callable[..., Sums | None] | None = None,
 ) -> list[Sums | None]:
@@ -85,14 +86,7 @@ def step_group(
                     f"state_dtype={state_dtype!r} for a DTensor param (FSDP2) of shape "
                     f"{tuple(param.shape)}: compact state is kept for plain tensors only"
                 )
-    for param in params:
-        state = states[param]
-        if "step" not in state:
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-        for name in rule.scalar_state_names:
-            if name not in state:
-                state[name] = rule.init_state(name, param, options)
-        state["step"] += 1
+    start_step(rule, options, params, states)
     sums = []
     for param in params:
         state = states[param]
@@ -100,35 +94,67 @@ def step_group(
         for name in state_names:
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
-        views = {name: real_view(local(value)) for name, value in state.items()}
-        target = real_view(local(param))
-        low = target.dtype in LOW_PRECISION
         kept = {n: storage(state_dtype, param.dtype, state[n].numel()) for n in state_names}
         kept = {n: form for n, form in kept.items() if form is not None}
         work = {n: unpack(state, n, n not in rule.nonnegative_states) for n in kept}
-        if low:
-            upcast = {n: v.float() for n, v in views.items() if is_like(v, target)}
-            work = {**upcast, **work}
-            target = target.float()
-        views = {**views, **work}
-        grad = real_view(local(param.grad)).to(target.dtype)
-        if grad_scale is not None:
-            grad = (grad / grad_scale).to(target.dtype)  # a 0-dim grad would promote
-        grad = -grad if group["maximize"] else grad
-        step = rule.update if update is None else update
-        sums.append(reduce_sums(param, step(target, grad, views, scalars, options)))
-        if low:
-            real_view(local(param)).copy_(target)
-        for name, value in work.items():
-            if name in kept:  # the step count is read (a host sync) only for compact state
-                signed = name not in rule.nonnegative_states
-                key = salt(int(state["step"]), name)
-                pack(state, name, value, kept[name], signed, key)
-            else:
-                real_view(local(state[name])).copy_(value)
+        tensors = [work[n] if n in work else real_view(local(state[n])) for n in state_names]
+        target, grad = real_view(local(param)), real_view(local(param.grad))
+        maximize = group["maximize"]
+        step = apply_update if update is None else update
+        result = step(
+            rule, options, maximize, target, grad, state_names, tensors, scalars, grad_scale
+        )
+        sums.append(reduce_sums(param, result))
+        for name, value in work.items():  # the step count is read (a host sync) only here
+            key = salt(int(state["step"]), name)
+            pack(state, name, value, kept[name], name not in rule.nonnegative_states, key)
     return sums
 
 
-def is_like(value: Any, param: Tensor) -> bool:
-    """A state tensor in the param's (low) precision: it steps upcast with it."""
-    return isinstance(value, Tensor) and value.dtype == param.dtype
+def start_step(rule: Rule, options: Any, params: Sequence[Tensor], states: States) -> None:
+    """Create each param's ``step`` (and the rule's scalar state) where missing and advance
+    every step count by one."""
+    steps = []
+    for param in params:
+        state = states[param]
+        if "step" not in state:
+            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+        for name in rule.scalar_state_names:
+            if name not in state:
+                state[name] = rule.init_state(name, param, options)
+        steps.append(state["step"])
+    for step in steps:
+        step += 1
+
+
+def apply_update(
+    rule: Rule,
+    options: Any,
+    maximize: bool,
+    param: Tensor,
+    grad: Tensor,
+    names: Sequence[str],
+    tensors: Sequence[Tensor],
+    scalars: Scalars,
+    grad_scale: Tensor | None,
+) -> Sums | None:
+    """One param's update: ``grad`` divided by ``grad_scale`` where given and negated for
+    ``maximize``, then ``rule.update`` on ``param`` and its state tensors ``names`` (real
+    views; float32 ones for compact state). A bfloat16 or float16 param steps in float32
+    with its gradient and the state of its own dtype, rounded back once. The function both
+    backends run: the fused one compiles it."""
+    low = param.dtype in LOW_PRECISION
+    work = param.float() if low else param
+    grad = grad.to(work.dtype)
+    if grad_scale is not None:
+        grad = (grad / grad_scale).to(work.dtype)  # a 0-dim grad would promote
+    if maximize:
+        grad = -grad
+    upcast = [t.float() if low and t.dtype == param.dtype else t for t in tensors]
+    sums = rule.update(work, grad, dict(zip(names, upcast, strict=True)), scalars, options)
+    if low:
+        param.copy_(work)
+        for tensor, value in zip(tensors, upcast, strict=True):
+            if value is not tensor:
+                tensor.copy_(value)
+    return sums
