@@ -300,6 +300,10 @@ class RuleOptimizer(torch.optim.Optimizer):
             [p for p in group["params"] if p.grad is not None] for group in self.param_groups
         ]
         for index, group in enumerate(self.param_groups):
+            try:  # a value edited into the group since (β2 > 1) fails here on every backend
+                self._validate(group)
+            except (ValueError, TypeError) as error:
+                raise type(error)(f"group {index}: {error}") from None
             for position, p in enumerate(group["params"]):
                 if p.grad is not None:
                     self._check_grad(p, f"group {index}, param {position}")

@@ -1,0 +1,552 @@
+"""What training scripts do to a model and its optimizer, through every implementation
+(TESTING.md U1): a hypothesis state machine drives one random story of user actions through
+torch.optim, adamkit's eager and fused backends, and both with 8-bit state, and compares
+params and state after every step. Then a regression test for each way the fused backend
+of 9add328 was silently wrong (issue 16).
+
+``ADAMKIT_STORIES`` sets how many stories the state machine tells (CI: a few; a long run
+before a change to the fused backend is resolved: ``ADAMKIT_STORIES=100000`` with a time
+limit).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+import adamkit
+from adamkit.precision import unpack
+
+# adamkit class, torch class (None: torch has no such algorithm), constructor arguments
+ALGORITHMS = [
+    (adamkit.Adam, torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.1}),
+    (adamkit.Adam, torch.optim.Adam, {"lr": 0.01, "amsgrad": True}),
+    (adamkit.AdamW, torch.optim.AdamW, {"lr": 0.01}),
+    (adamkit.NAdam, torch.optim.NAdam, {"lr": 0.01, "weight_decay": 0.01}),
+    (adamkit.Adamax, torch.optim.Adamax, {"lr": 0.01}),
+    (adamkit.RMSprop, torch.optim.RMSprop, {"lr": 0.01, "momentum": 0.5, "centered": True}),
+    (adamkit.Adagrad, torch.optim.Adagrad, {"lr": 0.05, "weight_decay": 0.1}),
+    (adamkit.SGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+    (adamkit.SWATS, None, {"lr": 0.01}),
+]
+# hyperparameters a script edits in place, and a change that keeps them valid
+EDITS = {
+    "lr": lambda v: v * 0.5,
+    "weight_decay": lambda v: v + 0.05,
+    "eps": lambda v: v * 10,
+    "momentum": lambda v: v * 0.5,
+    "betas": lambda v: (v[0] * 0.9, v[1] * 0.999),
+    "alpha": lambda v: v * 0.999,
+    "lr_decay": lambda v: v + 0.01,
+}
+FUSED_TOLERANCE = 1e-6  # ‖fused − eager‖ / ‖eager‖ per tensor, float32 (test_fused)
+COMPACT_TOLERANCE = 1e-4
+LOW_TOLERANCE = 5e-3  # bfloat16 params: one rounding of the param may differ (test_fused)  # the same for 8-bit state: a rounding may move one code
+STORIES = int(os.environ.get("ADAMKIT_STORIES", "4"))
+
+
+class Net(torch.nn.Module):
+    """A convolution (for channels_last), a 72 × 64 matrix (4 608 elements: kept in 8 bits
+    by the compact twins) and a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 4, 3)
+        self.extra: list[torch.Tensor] = []
+        self.fc = torch.nn.Linear(64, 72)
+        self.head = torch.nn.Linear(72, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(torch.tanh(self.fc(self.conv(x).flatten(1))))
+        for extra in self.extra:  # params of groups added later (not the module's)
+            out = out + extra.square().sum()
+        return out
+
+
+def relative_error(value: torch.Tensor, expected: torch.Tensor) -> float:
+    if expected.numel() == 0:
+        return 0.0
+    error = torch.linalg.vector_norm(value.double() - expected.double())
+    return float(error / torch.linalg.vector_norm(expected.double()).clamp_min(1e-30))
+
+
+def decoded(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A param's state tensors, 8-bit ones decoded to float32."""
+    state = optimizer.state.get(param, {})
+    nonnegative = getattr(optimizer, "rule", None)
+    nonnegative = nonnegative.nonnegative_states if nonnegative else frozenset()
+    out = {}
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor) or name.endswith("_absmax"):
+            continue
+        out[name] = (
+            unpack(state, name, name not in nonnegative) if value.dtype == torch.uint8 else value
+        )
+    return out
+
+
+class UserStory(RuleBasedStateMachine):
+    """One model per implementation, the same actions on each, compared after each step."""
+
+    @initialize(algorithm=st.sampled_from(ALGORITHMS), seed=st.integers(0, 2**16))
+    def build(self, algorithm, seed):
+        ours, theirs, kwargs = algorithm
+        torch.manual_seed(seed)
+        base = Net()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.names = ["torch", "eager", "fused", "eager8", "fused8"]
+        self.models = {name: copy.deepcopy(base) for name in self.names}
+        self.optimizers = {}
+        for name, model in self.models.items():
+            if name == "torch":
+                if theirs is None:
+                    continue
+                self.optimizers[name] = theirs(model.parameters(), foreach=False, **kwargs)
+            else:
+                backend = "fused" if name.startswith("fused") else "eager"
+                state_dtype = "8bit" if name.endswith("8") else None
+                self.optimizers[name] = ours(
+                    model.parameters(), backend=backend, state_dtype=state_dtype, **kwargs
+                )
+        # torch leaves the story where adamkit documents another behaviour on purpose
+        self.torch_follows = "torch" in self.optimizers
+        self.failed: type | None = None
+
+    def each(self):
+        for name, optimizer in self.optimizers.items():
+            if name == "torch" and not self.torch_follows:
+                continue
+            yield name, self.models[name], optimizer
+
+    def apply(self, action):
+        """Run ``action(model, optimizer)`` on every implementation: all raise the same
+        error type, or none does."""
+        outcomes = {}
+        for name, model, optimizer in self.each():
+            try:
+                action(model, optimizer)
+                outcomes[name] = None
+            except (RuntimeError, ValueError, TypeError) as error:
+                outcomes[name] = type(error)
+        kinds = set(outcomes.values())
+        if len(kinds) > 1 and set(outcomes) - {"torch"}:
+            ours = {outcomes[n] for n in outcomes if n != "torch"}
+            assert len(ours) == 1, f"implementations disagree: {outcomes}"
+            self.torch_follows = False  # torch's own behaviour (documented differences)
+        self.failed = next(iter(outcomes[n] for n in outcomes if n != "torch"))
+
+    @precondition(lambda self: self.failed is None)
+    @rule(accumulate=st.booleans(), subset=st.integers(0, 15))
+    def step(self, accumulate, subset):
+        x = torch.randn(4, 2, 6, 6, generator=self.generator)
+
+        def action(model, optimizer):
+            if not accumulate:
+                optimizer.zero_grad()
+            model(x.to(next(model.parameters()).dtype)).square().mean().backward()
+            for index, param in enumerate(model.parameters()):
+                if subset >> (index % 4) & 1 and subset != 15:
+                    param.grad = None  # a gradient on some params only
+            optimizer.step()
+
+        self.apply(action)
+
+    @precondition(lambda self: self.failed is None)
+    @rule(set_to_none=st.booleans())
+    def zero_grad(self, set_to_none):
+        self.apply(lambda model, optimizer: optimizer.zero_grad(set_to_none=set_to_none))
+
+    @precondition(lambda self: self.failed is None)
+    @rule(key=st.sampled_from(sorted(EDITS)), as_tensor=st.booleans())
+    def edit(self, key, as_tensor):
+        def action(model, optimizer):
+            for group in optimizer.param_groups:
+                if key in group and not isinstance(group[key], bool):
+                    value = EDITS[key](group[key])
+                    tensor = as_tensor and key == "lr"
+                    group[key] = torch.tensor(float(value)) if tensor else value
+
+        self.apply(action)
+
+    @precondition(lambda self: self.failed is None)
+    @rule()
+    def add_param_group(self):
+        value = torch.randn(5, generator=self.generator)
+
+        def action(model, optimizer):
+            extra = value.clone().requires_grad_()
+            model.extra.append(extra)
+            optimizer.add_param_group({"params": [extra], "lr": 0.02})
+
+        self.apply(action)
+
+    @precondition(lambda self: self.failed is None)
+    @rule(layer=st.sampled_from(["conv", "fc", "head"]), frozen=st.booleans())
+    def freeze(self, layer, frozen):
+        self.apply(lambda model, _: getattr(model, layer).requires_grad_(not frozen))
+
+    @precondition(lambda self: self.failed is None)
+    @rule(fmt=st.sampled_from([torch.channels_last, torch.contiguous_format]))
+    def memory_format(self, fmt):
+        self.apply(lambda model, _: model.to(memory_format=fmt))
+
+    @precondition(lambda self: self.failed is None)
+    @rule()
+    def to_bfloat16(self):
+        self.torch_follows = False  # torch refuses a state of another dtype; adamkit keeps it
+        self.apply(lambda model, _: model.to(torch.bfloat16))
+
+    @precondition(lambda self: self.failed is None)
+    @rule()
+    def restride(self):
+        def action(model, _):
+            weight = model.fc.weight
+            weight.data = weight.data.t().contiguous().t()
+
+        self.apply(action)
+
+    @precondition(lambda self: self.failed is None)
+    @rule()
+    def reshape(self):
+        def action(model, _):
+            model.head.bias.data = torch.zeros(5, dtype=model.head.bias.dtype)
+
+        self.apply(action)
+
+    @precondition(lambda self: self.failed is None)
+    @rule(through_eager=st.booleans())
+    def reload(self, through_eager):
+        """Each optimizer loads a state dict: its own, or across backends (eager's into
+        fused and fused's into eager, the same for the 8-bit pair)."""
+        saved = {name: copy.deepcopy(o.state_dict()) for name, o in self.optimizers.items()}
+        swap = {"eager": "fused", "fused": "eager", "eager8": "fused8", "fused8": "eager8"}
+
+        def action(model, optimizer):
+            name = next(n for n, o in self.optimizers.items() if o is optimizer)
+            source = swap.get(name, name) if through_eager else name
+            optimizer.load_state_dict(copy.deepcopy(saved[source]))
+
+        self.apply(action)
+
+    @precondition(lambda self: self.failed is None)
+    @rule(value=st.sampled_from([0.0, 1.0, 7.0]))
+    def reset_step(self, value):
+        def action(model, optimizer):
+            state = optimizer.state.get(model.fc.weight)
+            if state and "step" in state:
+                state["step"].fill_(value)  # a layer re-initialised, its state reset
+
+        self.apply(action)
+
+    @precondition(lambda self: self.failed is None)
+    @rule()
+    def share_memory(self):
+        self.apply(lambda model, _: model.share_memory())
+
+    @invariant()
+    def agree(self):
+        if not hasattr(self, "optimizers") or self.failed is not None:
+            return
+        params = {
+            name: list(model.parameters()) + model.extra for name, model in self.models.items()
+        }
+        low = self.models["eager"].fc.weight.dtype == torch.bfloat16
+        fused = LOW_TOLERANCE if low else FUSED_TOLERANCE
+        pairs = [("eager", "fused", fused), ("eager8", "fused8", max(fused, COMPACT_TOLERANCE))]
+        if self.torch_follows:
+            # a tensor lr: torch computes the step size in float32 tensors, adamkit in
+            # Python floats
+            pairs.append(("torch", "eager", FUSED_TOLERANCE))
+        for reference, other, tolerance in pairs:
+            for index, (p, q) in enumerate(zip(params[reference], params[other], strict=True)):
+                assert p.dtype == q.dtype and p.shape == q.shape
+                error = relative_error(q, p)
+                assert error <= tolerance, (reference, other, "param", index, error)
+                expected = decoded(self.optimizers[reference], p)
+                value = decoded(self.optimizers[other], q)
+                if reference == "torch" and not value:
+                    continue  # torch's Adagrad creates its state at construction
+                assert set(value) == set(expected), (reference, other, set(value), set(expected))
+                for name in expected:
+                    assert value[name].dtype == expected[name].dtype, (other, name)
+                    error = relative_error(value[name], expected[name])
+                    assert error <= tolerance, (reference, other, name, error)
+
+
+TestUserStory = UserStory.TestCase
+TestUserStory.settings = settings(
+    max_examples=STORIES,
+    stateful_step_count=10,
+    deadline=None,
+    derandomize="ADAMKIT_STORIES" not in os.environ,  # CI: the same stories every run
+    suppress_health_check=list(HealthCheck),
+)
+
+
+# ---------------------------------------------------------------- the eight regressions
+
+
+def twins(cls, make, **kwargs):
+    """The same params under the eager and the fused backend."""
+    first = make()
+    second = [p.detach().clone().requires_grad_() for p in first]
+    return (first, cls(first, **kwargs)), (second, cls(second, backend="fused", **kwargs))
+
+
+def step_both(pairs, grads, before=None):
+    """One step of each optimizer with the same gradients; ``before(params, optimizer)``
+    first. Returns each side's error type, or None."""
+    outcomes = []
+    for params, optimizer in pairs:
+        try:
+            if before is not None:
+                before(params, optimizer)
+            for param, grad in zip(params, grads, strict=True):
+                param.grad = None if grad is None else grad.to(param.dtype).clone()
+            optimizer.step()
+            outcomes.append(None)
+        except (RuntimeError, ValueError, TypeError) as error:
+            outcomes.append(type(error))
+    return outcomes
+
+
+def assert_equal_sides(pairs, tolerance=FUSED_TOLERANCE):
+    (params, optimizer), (others, fused) = pairs
+    for p, q in zip(params, others, strict=True):
+        assert relative_error(q, p) <= tolerance
+        for name, value in optimizer.state[p].items():
+            theirs = fused.state[q][name]
+            assert theirs.dtype == value.dtype, name
+            assert relative_error(theirs, value) <= tolerance, name
+
+
+def gradients(params, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(p.shape, generator=generator) for p in params]
+
+
+def vectors():
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(64, generator=generator).requires_grad_() for _ in range(2)]
+
+
+@pytest.mark.parametrize(
+    "cls", [adamkit.SGD, adamkit.Adagrad, adamkit.RMSprop, adamkit.Adam, adamkit.NAdam]
+)
+def test_l2_weight_decay_is_read_at_every_step(cls):
+    """1: weight_decay edited mid-run, and two groups of one size with different L2 decay."""
+    first, second = vectors(), vectors()
+    sides = []
+    for backend in ("eager", "fused"):
+        a, b = [p.detach().clone().requires_grad_() for p in first]
+        optimizer = cls(
+            [{"params": [a], "weight_decay": 0.1}, {"params": [b], "weight_decay": 0.5}],
+            lr=0.01,
+            backend=backend,
+        )
+        sides.append(((a, b), optimizer))
+    for step in range(6):
+        if step == 3:
+            for _, optimizer in sides:
+                optimizer.param_groups[0]["weight_decay"] = 2.0
+        assert step_both(sides, gradients(second, step)) == [None, None]
+    assert_equal_sides(sides)
+
+
+def conv_weights():
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randn(8, 4, 3, 3, generator=generator).requires_grad_()]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda p: p.data.contiguous(memory_format=torch.channels_last),
+        lambda p: p.data.permute(3, 2, 1, 0).contiguous().permute(3, 2, 1, 0),
+    ],
+    ids=["channels_last", "transposed_storage"],
+)
+def test_params_rebuilt_in_another_memory_order(change):
+    """2: model.to(channels_last) after some steps, or p.data in another memory order."""
+    sides = twins(adamkit.Adam, conv_weights, lr=0.01)
+    for step in range(8):
+
+        def before(params, _, step=step):
+            if step == 3:
+                params[0].data = change(params[0])
+
+        assert step_both(sides, gradients(sides[0][0], step), before) == [None, None]
+    assert_equal_sides(sides)
+
+
+def test_checkpoint_of_a_contiguous_model_into_a_channels_last_one():
+    sides = twins(adamkit.Adam, conv_weights, lr=0.01)
+    for step in range(3):
+        step_both(sides, gradients(sides[0][0], step))
+    for params, optimizer in sides:
+        saved = copy.deepcopy(optimizer.state_dict())
+        params[0].data = params[0].data.contiguous(memory_format=torch.channels_last)
+        optimizer.load_state_dict(saved)
+    for step in range(3, 6):
+        assert step_both(sides, gradients(sides[0][0], step)) == [None, None]
+    assert_equal_sides(sides)
+
+
+def test_eight_bit_state_of_a_channels_last_weight_survives_a_reload():
+    """3: 8-bit state of a channels_last weight, reloaded from its own state dict."""
+
+    def make():
+        generator = torch.Generator().manual_seed(2)
+        weight = torch.randn(32, 16, 3, 3, generator=generator)
+        return [weight.contiguous(memory_format=torch.channels_last).requires_grad_()]
+
+    sides = twins(adamkit.Adam, make, lr=0.01, state_dtype="8bit")
+    for step in range(6):
+
+        def before(_, optimizer, step=step):
+            if step == 3:
+                optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+
+        assert step_both(sides, gradients(sides[0][0], step), before) == [None, None]
+    (params, eager), (others, fused) = sides
+    assert relative_error(others[0], params[0]) <= COMPACT_TOLERANCE
+    for name in ("exp_avg", "exp_avg_sq"):
+        signed = name == "exp_avg"
+        expected = unpack(eager.state[params[0]], name, signed)
+        value = unpack(fused.state[others[0]], name, signed)
+        assert relative_error(value, expected) <= COMPACT_TOLERANCE, name
+
+
+def test_a_model_cast_to_bfloat16_keeps_its_float32_state():
+    """4: model.to(bfloat16) after stepping: the state stays float32 on both backends."""
+    sides = twins(adamkit.Adam, vectors, lr=0.01)
+    for step in range(6):
+
+        def before(params, _, step=step):
+            if step == 3:
+                for param in params:
+                    param.data = param.data.to(torch.bfloat16)
+
+        assert step_both(sides, gradients(sides[0][0], step), before) == [None, None]
+    for params, optimizer in sides:
+        assert optimizer.state[params[0]]["exp_avg_sq"].dtype == torch.float32
+    assert_equal_sides(sides, tolerance=5e-3)
+
+
+def test_a_param_replaced_by_another_shape_raises_as_on_eager():
+    """5: p.data of another shape: the same error on both backends, nothing stepped."""
+    sides = twins(adamkit.Adam, vectors, lr=0.01)
+    step_both(sides, gradients(sides[0][0], 0))
+
+    def before(params, _):
+        params[1].data = torch.zeros(10)
+
+    grads = gradients(sides[0][0], 1)
+    grads[1] = torch.ones(10)
+    outcomes = step_both(sides, grads, before)
+    assert outcomes[0] is not None and outcomes == [outcomes[0]] * 2
+
+
+def test_an_in_place_reset_of_one_step_count_is_read():
+    """6: one param's step reset in place (its layer re-initialised)."""
+    sides = twins(adamkit.NAdam, vectors, lr=0.01)
+    for step in range(6):
+
+        def before(params, optimizer, step=step):
+            if step == 3:
+                optimizer.state[params[1]]["step"].fill_(0.0)
+                optimizer.state[params[1]]["mu_product"].fill_(1.0)
+
+        assert step_both(sides, gradients(sides[0][0], step), before) == [None, None]
+    assert_equal_sides(sides)
+
+
+def test_shared_memory_params_are_updated_in_place():
+    """7: model.share_memory() (Hogwild): the step writes the shared storage itself."""
+    model = torch.nn.Linear(300, 300)
+    model.share_memory()
+    pointers = [p.data_ptr() for p in model.parameters()]
+    optimizer = adamkit.Adam(model.parameters(), lr=0.1, backend="fused")
+    model(torch.ones(2, 300)).sum().backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer.step()
+    for param, pointer, old in zip(model.parameters(), pointers, before, strict=True):
+        assert param.is_shared() and param.data_ptr() == pointer
+        assert not torch.equal(param.detach(), old)
+
+
+def test_an_invalid_beta_edited_into_a_group_raises_as_on_eager():
+    """8: β2 > 1 edited into a group: the same error on both backends."""
+    sides = twins(adamkit.Adam, vectors, lr=0.01)
+    step_both(sides, gradients(sides[0][0], 0))
+
+    def before(_, optimizer):
+        optimizer.param_groups[0]["betas"] = (0.9, 1.5)
+
+    outcomes = step_both(sides, gradients(sides[0][0], 1), before)
+    assert outcomes[0] is not None and outcomes == [outcomes[0]] * 2
+
+
+# ---------------------------------------------------------------- a second process
+
+SECOND_PROCESS = textwrap.dedent(
+    """
+    import sys, torch, adamkit
+    name, key, value = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    generator = torch.Generator().manual_seed(0)
+    results = []
+    for backend in ("eager", "fused"):
+        params = [torch.randn(n, generator=torch.Generator().manual_seed(n)).requires_grad_()
+                  for n in (3, 70_000)]
+        kwargs = {"lr": 0.01, "weight_decay": 0.1, key: value}
+        if key == "beta2":
+            kwargs.pop(key); kwargs["betas"] = (0.9, value)
+        optimizer = getattr(adamkit, name)(params, backend=backend, **kwargs)
+        for step in range(3):
+            for param in params:
+                param.grad = torch.randn(param.shape, generator=torch.Generator().manual_seed(step))
+            optimizer.step()
+        results.append(torch.cat([p.detach() for p in params]))
+    error = (results[1] - results[0]).norm() / results[0].norm()
+    print(float(error))
+    """
+)
+
+HYPERPARAMETERS = [
+    ("Adam", "lr"),
+    ("Adam", "weight_decay"),
+    ("Adam", "eps"),
+    ("Adam", "beta2"),
+    ("SGD", "momentum"),
+    ("RMSprop", "alpha"),
+    ("Adagrad", "lr_decay"),
+    ("NAdam", "momentum_decay"),
+]
+
+
+@pytest.mark.parametrize("name, key", HYPERPARAMETERS)
+def test_a_second_process_with_the_same_compile_cache_reads_its_own_values(name, key, tmp_path):
+    """Two processes share one inductor cache (a sweep): the second, with other values of
+    a hyperparameter, steps with its own values (fused as eager in each)."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    for value in ("0.2", "0.7") if key != "eps" else ("1e-8", "0.1"):
+        if key == "beta2":
+            value = {"0.2": "0.99", "0.7": "0.9"}[value]
+        done = subprocess.run(
+            [sys.executable, "-c", SECOND_PROCESS, name, key, value],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert float(done.stdout.strip().splitlines()[-1]) <= FUSED_TOLERANCE, (key, value)
