@@ -49,8 +49,8 @@ EDITS = {
     "lr_decay": lambda v: v + 0.01,
 }
 FUSED_TOLERANCE = 1e-6  # ‖fused − eager‖ / ‖eager‖ per tensor, float32 (test_fused)
-COMPACT_TOLERANCE = 1e-4
-LOW_TOLERANCE = 5e-3  # bfloat16 params: one rounding of the param may differ (test_fused)  # the same for 8-bit state: a rounding may move one code
+COMPACT_TOLERANCE = 1e-4  # the same for 8-bit state: a rounding may move one code
+LOW_TOLERANCE = 5e-3  # bfloat16 params: one rounding of the param may differ (test_fused)
 STORIES = int(os.environ.get("ADAMKIT_STORIES", "4"))
 
 

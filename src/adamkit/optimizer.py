@@ -262,8 +262,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         return self._chosen_backend() == "fused"
 
     def _chosen_backend(self) -> str:
-        size = sum(p.numel() for group in self.param_groups for p in group["params"])
-        return choose_backend(self.backend, size)
+        return choose_backend(self.backend)
 
     # a compiled training step runs the optimizer's step eagerly (a graph break): the step
     # reads its scalars on the host, and the fused backend runs kernels compiled on their own
