@@ -49,7 +49,7 @@ EDITS = {
     "lr_decay": lambda v: v + 0.01,
 }
 FUSED_TOLERANCE = 1e-6  # ‖fused − eager‖ / ‖eager‖ per tensor, float32 (test_fused)
-COMPACT_TOLERANCE = 1e-4  # the same for 8-bit state: a rounding may move one code
+COMPACT_TOLERANCE = 1e-3  # 8-bit state: an ulp of difference may move a code (≈ 1e-4 each)
 LOW_TOLERANCE = 5e-3  # bfloat16 params: one rounding of the param may differ (test_fused)
 STORIES = int(os.environ.get("ADAMKIT_STORIES", "4"))
 

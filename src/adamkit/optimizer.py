@@ -300,7 +300,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         ]
         for index, group in enumerate(self.param_groups):
             try:  # a value edited into the group since (β2 > 1) fails here on every backend
-                self._validate(group)
+                self._validate({**group, "params": ()})  # its numbers, not its params
             except (ValueError, TypeError) as error:
                 raise type(error)(f"group {index}: {error}") from None
             for position, p in enumerate(group["params"]):
