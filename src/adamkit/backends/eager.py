@@ -88,14 +88,15 @@ def step_group(
                 )
     start_step(rule, options, params, states)
     sums = []
-    for param in params:
+    for param, scalars in zip(params, shared_scalars(rule, group, params, states), strict=True):
         state = states[param]
-        scalars = rule.scalars(group, state, options)
         for name in state_names:
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
-        kept = {n: storage(state_dtype, param.dtype, state[n].numel()) for n in state_names}
-        kept = {n: form for n, form in kept.items() if form is not None}
+        kept = {}
+        if state_dtype is not None:
+            kept = {n: storage(state_dtype, param.dtype, state[n].numel()) for n in state_names}
+            kept = {n: form for n, form in kept.items() if form is not None}
         work = {n: unpack(state, n, n not in rule.nonnegative_states) for n in kept}
         tensors = [work[n] if n in work else real_view(local(state[n])) for n in state_names]
         target, grad = real_view(local(param)), real_view(local(param.grad))
@@ -123,8 +124,45 @@ def start_step(rule: Rule, options: Any, params: Sequence[Tensor], states: State
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
         steps.append(state["step"])
-    for step in steps:
-        step += 1
+    torch._foreach_add_(steps, 1)
+
+
+def shared_scalars(
+    rule: Rule, group: Group, params: Sequence[Tensor], states: States
+) -> list[Scalars]:
+    """The rule's numbers for each of ``params``, computed once per set of params whose
+    states agree on all the numbers may read: which entries they hold and the values of
+    their 0-dim and plain entries (the step count, NAdam's ``mu_product``, SWATS' switch).
+    Scalar state the rule advances (``mu_product``) is advanced for the first param of a
+    set and copied to the others. All 0-dim values are read in one host sync."""
+    options = rule.options(group)
+    entries = [states[param] for param in params]
+    scalar = [v for state in entries for v in state.values() if is_number(v)]
+    try:
+        values = iter(torch.stack(scalar).tolist() if scalar else [])
+    except RuntimeError:  # 0-dim state of several dtypes or devices
+        values = iter([v.item() for v in scalar])
+    sets: dict[tuple[Any, ...], Scalars] = {}
+    result = []
+    for state in entries:
+        read = tuple(
+            next(values) if is_number(v) else None if isinstance(v, Tensor) else v
+            for v in state.values()
+        )
+        key = (tuple(state), read)
+        if key not in sets:
+            sets[key] = rule.scalars(group, state, options)
+            sets[key, "first"] = state
+        else:
+            for name in rule.scalar_state_names:
+                state[name].copy_(sets[key, "first"][name])
+        result.append(sets[key])
+    return result
+
+
+def is_number(value: Any) -> bool:
+    """A 0-dim tensor of state: a number the rule's scalars may read."""
+    return isinstance(value, Tensor) and value.dim() == 0 and not isinstance(value, DTensor)
 
 
 def apply_update(
@@ -145,7 +183,8 @@ def apply_update(
     backends run: the fused one compiles it."""
     low = param.dtype in LOW_PRECISION
     work = param.float() if low else param
-    grad = grad.to(work.dtype)
+    if grad.dtype != work.dtype:
+        grad = grad.to(work.dtype)
     if grad_scale is not None:
         grad = (grad / grad_scale).to(work.dtype)  # a 0-dim grad would promote
     if maximize:

@@ -36,6 +36,7 @@ from adamkit.backends.eager import (
     States,
     apply_update,
     real_view,
+    shared_scalars,
     start_step,
 )
 from adamkit.backends.eager import step_group as eager_step_group
@@ -199,17 +200,6 @@ def kernel_numbers(scalars: Scalars, device: torch.device) -> dict[str, Any]:
     }
 
 
-def signature(state: dict[str, Any]) -> tuple[Any, ...]:
-    """What a rule's scalars may read of a param's state besides its tensors: which entries
-    it holds, and the values of its 0-dim and plain ones (step, ``mu_product``, SWATS'
-    switch). Params with equal signatures share their numbers."""
-    values = [
-        (value.item() if value.dim() == 0 else None) if isinstance(value, Tensor) else value
-        for value in state.values()
-    ]
-    return tuple(state), tuple(values)
-
-
 class FusedBackend:
     """Runs a rule's compiled update over the params where they lie; holds nothing but
     the compiled kernels (shared by every optimizer of the process)."""
@@ -235,48 +225,39 @@ class FusedBackend:
         names = tuple(rule.state_names(options))
         maximize = bool(group["maximize"])
         sums: dict[int, Sums | None] = {}
-        buckets: dict[tuple[Any, ...], list[Tensor]] = {}
-        for param in params:
-            buckets.setdefault(signature(states[param]), []).append(param)
-        for bucket in buckets.values():
-            first = states[bucket[0]]
-            scalars = rule.scalars(group, first, options)
-            for param in bucket[1:]:  # scalar state the rule advanced (NAdam's mu_product)
-                for name in rule.scalar_state_names:
-                    states[param][name].copy_(first[name])
-            packs: dict[tuple[Any, ...], list[tuple[Tensor, ...]]] = {}
-            numbers: dict[tuple[Any, ...], dict] = {}
-            for param in bucket:
-                state = states[param]
-                for name in names:
-                    if name not in state:
-                        state[name] = rule.init_state(name, param, options)
-                target, grad = real_view(param), real_view(param.grad)
-                tensors = [real_view(state[name]) for name in names]
-                where = (target.dtype, target.device)
-                if where not in numbers:
-                    numbers[where] = kernel_numbers(scalars, target.device)
-                form = rule.fused_form(target, options)
-                stacked = stack(form, target, grad, tensors)
-                if stacked is None:
-                    arguments = (maximize, target, grad, names, tensors, scalars, grad_scale)
-                    sums[id(param)] = apply_update(rule, options, *arguments)
-                elif target.numel() < PACK_BELOW and not rule.per_tensor(group):
-                    key = (*where, form, tuple(t.dtype for t in tensors))
-                    packs.setdefault(key, []).append((param, *stacked))
-                else:
-                    arguments = (maximize, stacked, names, numbers[where], grad_scale)
-                    sums[id(param)] = run_kernel(rule, form.options, *arguments)
-            for (dtype, device, form, _), members in packs.items():
-                arguments = (maximize, names, members, numbers[dtype, device], grad_scale)
-                result = step_pack(rule, form.options, *arguments)
-                # the pack's sums go to its first param, zeros to the others: the same totals
-                for index, (param, *_) in enumerate(members):
-                    sums[id(param)] = (
-                        result
-                        if result is None or index == 0
-                        else {name: torch.zeros_like(value) for name, value in result.items()}
-                    )
+        packs: dict[tuple[Any, ...], list[tuple[Tensor, ...]]] = {}
+        numbers: dict[tuple[Any, ...], Scalars] = {}
+        for param, scalars in zip(params, shared_scalars(rule, group, params, states), strict=True):
+            state = states[param]
+            for name in names:
+                if name not in state:
+                    state[name] = rule.init_state(name, param, options)
+            target, grad = real_view(param), real_view(param.grad)
+            tensors = [real_view(state[name]) for name in names]
+            where = (id(scalars), target.dtype, target.device)  # params that share numbers
+            if where not in numbers:
+                numbers[where] = kernel_numbers(scalars, target.device)
+            form = rule.fused_form(target, options)
+            stacked = stack(form, target, grad, tensors)
+            if stacked is None:
+                arguments = (maximize, target, grad, names, tensors, scalars, grad_scale)
+                sums[id(param)] = apply_update(rule, options, *arguments)
+            elif target.numel() < PACK_BELOW and not rule.per_tensor(group):
+                key = (where, form, tuple(t.dtype for t in tensors))
+                packs.setdefault(key, []).append((param, *stacked))
+            else:
+                arguments = (maximize, stacked, names, numbers[where], grad_scale)
+                sums[id(param)] = run_kernel(rule, form.options, *arguments)
+        for (where, form, _), members in packs.items():
+            arguments = (maximize, names, members, numbers[where], grad_scale)
+            result = step_pack(rule, form.options, *arguments)
+            # the pack's sums go to its first param, zeros to the others: the same totals
+            for index, (param, *_) in enumerate(members):
+                sums[id(param)] = (
+                    result
+                    if result is None or index == 0
+                    else {name: torch.zeros_like(value) for name, value in result.items()}
+                )
         # the kernels wrote the params in place: their autograd versions move, as in eager
         torch.autograd.graph.increment_version(list(params))
         return [sums[id(param)] for param in params]
