@@ -14,9 +14,10 @@ ratio to torch's fused AdamW measured just before the row; the roofline ratio
 bandwidth, against the time the fused step takes); the memory a fused step allocates beyond
 its persistent state; and the first fused step's time (compile included).
 
-adamkit's fused backend is measured with gradients that live in its flat buffer, as after
-``optimizer.zero_grad(set_to_none=False)`` ("fused"), and with a new gradient tensor per
-param at every step, as after ``zero_grad()`` ("fused, new grads": each step copies them in).
+adamkit's fused backend is measured with the same gradient tensors at every step, zeroed
+in place as after ``optimizer.zero_grad(set_to_none=False)`` ("fused"), and with a new
+gradient tensor per param at every step, as after ``zero_grad()`` ("fused, new grads"). It
+reads both where they lie; the loop users write (``benchmarks/loop.py``) is the headline.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def fused_step(cls, kwargs, params, fresh_grads: bool, **options) -> Callable[[]
             optimizer.step()
 
         return step
-    optimizer.step()  # builds the flat buffers
+    optimizer.step()  # creates the state
     optimizer.zero_grad(set_to_none=False)
     for param, grad in zip(params, grads, strict=True):
         param.grad.copy_(grad)

@@ -223,7 +223,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                 raise TypeError(f"{where}: state {name!r} is {value.dtype}, not floating point")
 
     def __getstate__(self) -> dict[str, Any]:
-        # the runner's caches (flat buffers) are rebuilt on the copy's first step
+        # the runner is made again at the copy's first step
         return {
             **super().__getstate__(),
             "backend": self.backend,

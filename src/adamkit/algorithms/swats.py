@@ -270,7 +270,7 @@ class SWATS(RuleOptimizer):
             (block-wise dynamic quantization, Dettmers et al. 2022); see
             :mod:`adamkit.precision`.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md;
-            fused, the sums of a group are taken over its flat buffer, in the params' order).
+            fused, the sums of a group are taken over its packed small params in one call).
 
     State, per param: ``step``, ``exp_avg``, ``exp_avg_sq``, and the switch as plain
     numbers: ``sgd_lr_average`` (λ), ``sgd_lr`` (Λ, 0 before the switch), ``switch_step``
