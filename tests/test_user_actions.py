@@ -28,17 +28,25 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import adamkit
 from adamkit.precision import unpack
 
-# adamkit class, torch class (None: torch has no such algorithm), constructor arguments
+# adamkit class, torch class (None: torch has no such algorithm), constructor arguments,
+# the model's dtype. RMSprop with momentum runs in float64: in float32, whether inductor
+# associates addcmul as eager does depends on the CPU, and centered RMSprop's v − ḡ² and
+# momentum buffer grow that ulp past 1e-6 (test_fused.CANCELLING)
 ALGORITHMS = [
-    (adamkit.Adam, torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.1}),
-    (adamkit.Adam, torch.optim.Adam, {"lr": 0.01, "amsgrad": True}),
-    (adamkit.AdamW, torch.optim.AdamW, {"lr": 0.01}),
-    (adamkit.NAdam, torch.optim.NAdam, {"lr": 0.01, "weight_decay": 0.01}),
-    (adamkit.Adamax, torch.optim.Adamax, {"lr": 0.01}),
-    (adamkit.RMSprop, torch.optim.RMSprop, {"lr": 0.01, "momentum": 0.5, "centered": True}),
-    (adamkit.Adagrad, torch.optim.Adagrad, {"lr": 0.05, "weight_decay": 0.1}),
-    (adamkit.SGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
-    (adamkit.SWATS, None, {"lr": 0.01}),
+    (adamkit.Adam, torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.1}, torch.float32),
+    (adamkit.Adam, torch.optim.Adam, {"lr": 0.01, "amsgrad": True}, torch.float32),
+    (adamkit.AdamW, torch.optim.AdamW, {"lr": 0.01}, torch.float32),
+    (adamkit.NAdam, torch.optim.NAdam, {"lr": 0.01, "weight_decay": 0.01}, torch.float32),
+    (adamkit.Adamax, torch.optim.Adamax, {"lr": 0.01}, torch.float32),
+    (
+        adamkit.RMSprop,
+        torch.optim.RMSprop,
+        {"lr": 0.01, "momentum": 0.5, "centered": True},
+        torch.float64,
+    ),
+    (adamkit.Adagrad, torch.optim.Adagrad, {"lr": 0.05, "weight_decay": 0.1}, torch.float32),
+    (adamkit.SGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "nesterov": True}, torch.float32),
+    (adamkit.SWATS, None, {"lr": 0.01}, torch.float32),
 ]
 # hyperparameters a script edits in place, and a change that keeps them valid
 EDITS = {
@@ -51,6 +59,7 @@ EDITS = {
     "lr_decay": lambda v: v + 0.01,
 }
 FUSED_TOLERANCE = 1e-6  # ‖fused − eager‖ / ‖eager‖ per tensor, float32 (test_fused)
+DOUBLE_TOLERANCE = 1e-12  # the same in float64
 COMPACT_TOLERANCE = 1e-3  # 8-bit state: an ulp of difference may move a code (≈ 1e-4 each)
 LOW_TOLERANCE = 5e-3  # bfloat16 params: one rounding of the param may differ (test_fused)
 STORIES = int(os.environ.get("ADAMKIT_STORIES", "4"))
@@ -101,9 +110,9 @@ class UserStory(RuleBasedStateMachine):
 
     @initialize(algorithm=st.sampled_from(ALGORITHMS), seed=st.integers(0, 2**16))
     def build(self, algorithm, seed):
-        ours, theirs, kwargs = algorithm
+        ours, theirs, kwargs, dtype = algorithm
         torch.manual_seed(seed)
-        base = Net()
+        base = Net().to(dtype)
         self.generator = torch.Generator().manual_seed(seed)
         self.names = ["torch", "eager", "fused", "eager8", "fused8"]
         self.models = {name: copy.deepcopy(base) for name in self.names}
@@ -154,7 +163,7 @@ class UserStory(RuleBasedStateMachine):
         def action(model, optimizer):
             if not accumulate:
                 optimizer.zero_grad()
-            model(x.to(next(model.parameters()).dtype)).square().mean().backward()
+            model(x.to(model.fc.weight.dtype)).square().mean().backward()
             for index, param in enumerate(model.parameters()):
                 if subset >> (index % 4) & 1 and subset != 15:
                     param.grad = None  # a gradient on some params only
@@ -254,6 +263,11 @@ class UserStory(RuleBasedStateMachine):
     def share_memory(self):
         self.apply(lambda model, _: model.share_memory())
 
+    @rule()
+    def look(self):
+        """Nothing: after an error every other action is over, and a story needs a rule it
+        can still take."""
+
     def teardown(self):
         log = os.environ.get("ADAMKIT_STORIES_LOG")
         if log:  # a long run counts its stories
@@ -267,8 +281,10 @@ class UserStory(RuleBasedStateMachine):
         params = {
             name: list(model.parameters()) + model.extra for name, model in self.models.items()
         }
-        low = self.models["eager"].fc.weight.dtype == torch.bfloat16
-        fused = LOW_TOLERANCE if low else FUSED_TOLERANCE
+        dtype = self.models["eager"].fc.weight.dtype
+        fused = {torch.bfloat16: LOW_TOLERANCE, torch.float64: DOUBLE_TOLERANCE}.get(
+            dtype, FUSED_TOLERANCE
+        )
         pairs = [("eager", "fused", fused), ("eager8", "fused8", max(fused, COMPACT_TOLERANCE))]
         if self.torch_follows:
             # a tensor lr: torch computes the step size in float32 tensors, adamkit in
@@ -281,8 +297,11 @@ class UserStory(RuleBasedStateMachine):
                 assert error <= tolerance, (reference, other, "param", index, error)
                 expected = decoded(self.optimizers[reference], p)
                 value = decoded(self.optimizers[other], q)
-                if reference == "torch" and not value:
-                    continue  # torch's Adagrad creates its state at construction
+                if reference == "torch":
+                    if not value:
+                        continue  # torch's Adagrad creates its state at construction
+                    # adamkit's SGD keeps a step count torch's does not (issue 17)
+                    value = {name: value[name] for name in expected if name in value}
                 assert set(value) == set(expected), (reference, other, set(value), set(expected))
                 for name in expected:
                     assert value[name].dtype == expected[name].dtype, (other, name)
