@@ -3,7 +3,9 @@
 The readable reference the fused backend is checked against. A bfloat16 or float16 param
 steps in float32 (its gradient and state upcast, the results rounded back once per step), as
 torch's fused kernels and the compiled kernel of the fused backend do: rounding after every
-op instead loses the small updates and makes the backends disagree by more than an ulp.
+op instead loses the small updates and makes the backends disagree by more than an ulp. A
+state wider than its param (the param cast after some steps) keeps its dtype, and the
+update computes in it.
 """
 
 from __future__ import annotations
@@ -178,22 +180,23 @@ def apply_update(
 ) -> Sums | None:
     """One param's update: ``grad`` divided by ``grad_scale`` where given and negated for
     ``maximize``, then ``rule.update`` on ``param`` and its state tensors ``names`` (real
-    views; float32 ones for compact state). A bfloat16 or float16 param steps in float32
-    with its gradient and the state of its own dtype, rounded back once. The function both
-    backends run: the fused one compiles it."""
-    low = param.dtype in LOW_PRECISION
-    work = param.float() if low else param
-    if grad.dtype != work.dtype:
-        grad = grad.to(work.dtype)
+    views; float32 ones for compact state). The update computes in the widest dtype of the
+    param (float32 for a bfloat16 or float16 one) and its state: a state kept wider than
+    the param (float32 state of a param cast to bfloat16 after some steps, float64 state
+    of one cast to float32) stays so, and the param and narrower tensors are rounded back
+    once. The function both backends run: the fused one compiles it."""
+    dtype = torch.float32 if param.dtype in LOW_PRECISION else param.dtype
+    for tensor in tensors:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    work = param.to(dtype)
+    grad = grad.to(dtype)
     if grad_scale is not None:
-        grad = (grad / grad_scale).to(work.dtype)  # a 0-dim grad would promote
+        grad = (grad / grad_scale).to(dtype)  # a 0-dim grad would promote
     if maximize:
         grad = -grad
-    upcast = [t.float() if low and t.dtype == param.dtype else t for t in tensors]
+    upcast = [t.to(dtype) for t in tensors]
     sums = rule.update(work, grad, dict(zip(names, upcast, strict=True)), scalars, options)
-    if low:
-        param.copy_(work)
-        for tensor, value in zip(tensors, upcast, strict=True):
-            if value is not tensor:
-                tensor.copy_(value)
+    for tensor, value in zip([param, *tensors], [work, *upcast], strict=True):
+        if value is not tensor:
+            tensor.copy_(value)
     return sums
