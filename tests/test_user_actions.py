@@ -180,7 +180,7 @@ class UserStory(RuleBasedStateMachine):
         inputs. Otherwise the ulps by which the backends may differ move the next
         backward's gradients, and an element whose gradient cancels to about ε (1e-8) turns
         that into a percent of its Adam step (seen: 1.6e-5 of a weight's norm)."""
-        for name, model in self.models.items():
+        for name, model, _ in self.each():
             reference = self.models["eager8" if name == "fused8" else "eager"]
             if model is reference:
                 continue
@@ -274,8 +274,10 @@ class UserStory(RuleBasedStateMachine):
     def reset_step(self, value):
         def action(model, optimizer):
             state = optimizer.state.get(model.fc.weight)
-            if state and "step" in state:
-                state["step"].fill_(value)  # a layer re-initialised, its state reset
+            # a layer re-initialised, its state reset (once stepped: torch's Adagrad holds
+            # a state from its construction)
+            if state and "step" in state and float(state["step"]) > 0:
+                state["step"].fill_(value)
 
         self.apply(action)
 
