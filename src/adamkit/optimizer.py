@@ -36,6 +36,8 @@ class RuleOptimizer(torch.optim.Optimizer):
     """
 
     rule: ClassVar[Rule]
+    # the flags of torch's twin among foreach, capturable, differentiable and fused
+    torch_flags: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -45,8 +47,22 @@ class RuleOptimizer(torch.optim.Optimizer):
         backend: str = "eager",
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
+        torch_flags: Mapping[str, Any] | None = None,
     ):
-        defaults = {**defaults, "state_dtype": state_dtype}
+        """``torch_flags``: the values of the class's :attr:`torch_flags`, kept in the
+        groups as torch keeps them.
+        ``fused=True`` selects the fused backend; ``differentiable=True`` steps under
+        autograd (eager backend); ``foreach`` and ``capturable`` change nothing here (the
+        eager backend's loop serves both of torch's paths; CPU steps need no capture)."""
+        flags = dict(torch_flags or {})
+        assert set(flags) == set(self.torch_flags), (flags, self.torch_flags)
+        if flags.get("fused"):
+            if flags.get("foreach"):
+                raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+            backend = "fused"
+        if flags.get("differentiable") and backend == "fused":
+            raise RuntimeError("`fused` does not support `differentiable`")
+        defaults = {**defaults, **flags, "state_dtype": state_dtype}
         self._validate(defaults)
         check_backend(backend)
         if not isinstance(skip_nonfinite, bool):
@@ -239,8 +255,13 @@ class RuleOptimizer(torch.optim.Optimizer):
             self.skipped_steps = state.pop("skipped_steps", 0)
             self._runner = state.pop("_runner", None)
         super().__setstate__(state)
-        # torch's __setstate__ adds "differentiable" to the defaults; no adamkit group has it
-        defaults = {k: v for k, v in self.defaults.items() if k != "differentiable"}
+        # torch's __setstate__ adds "differentiable" to the defaults of every optimizer;
+        # groups keep it only where the torch twin takes it
+        defaults = {
+            k: v
+            for k, v in self.defaults.items()
+            if k != "differentiable" or "differentiable" in self.torch_flags
+        }
         for group in self.param_groups:
             self.rule.complete(group, defaults)
             self._validate(group)
@@ -267,7 +288,6 @@ class RuleOptimizer(torch.optim.Optimizer):
     # a compiled training step runs the optimizer's step eagerly (a graph break): the step
     # reads its scalars on the host, and the fused backend runs kernels compiled on their own
     @torch.compiler.disable
-    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step.
 
@@ -276,7 +296,9 @@ class RuleOptimizer(torch.optim.Optimizer):
         gradients are divided by the scale inside the step (``p.grad`` is left as it is),
         and a step whose gradients held an inf or NaN changes nothing, the step count
         included. So does a step whose gradients hold one under ``skip_nonfinite=True``.
-        Inside a ``torch.compile``d function the step runs eagerly.
+        Inside a ``torch.compile``d function the step runs eagerly. With
+        ``differentiable=True`` the step runs under autograd (its in-place updates are
+        recorded), as torch's differentiable steps do; otherwise without.
 
         Args:
             closure: re-evaluates the model and returns the loss; run with grad enabled.
@@ -288,9 +310,14 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        with torch.set_grad_enabled(bool(self.defaults.get("differentiable", False))):
+            self._step_groups()
+        return loss
+
+    def _step_groups(self) -> None:
         found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and found_inf.item():
-            return loss  # GradScaler saw an inf or NaN: params, state and step untouched
+            return  # GradScaler saw an inf or NaN: params, state and step untouched
         grad_scale = getattr(self, "grad_scale", None)
         if self._runner is None:
             self._runner = BACKENDS[self._chosen_backend()]()
@@ -313,9 +340,9 @@ class RuleOptimizer(torch.optim.Optimizer):
                     f"{self.rule.name} skipped a step: a gradient holds NaN or Inf (later skips "
                     "are counted in skipped_steps, without a warning)",
                     RuntimeWarning,
-                    stacklevel=4,
+                    stacklevel=5,
                 )
-            return loss
+            return
         self.rule.prepare_step(self.param_groups, with_grad, self.state)
         stepped = [
             GroupStep(group, params, step_group(self.rule, group, params, self.state, grad_scale))
@@ -323,7 +350,6 @@ class RuleOptimizer(torch.optim.Optimizer):
             if params
         ]
         self.rule.finish_step(self.param_groups, stepped, self.state)
-        return loss
 
 
 def all_finite(grads: Sequence[Tensor]) -> bool:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from adamkit.algorithms.common import (
+    add_eps,
     apply_weight_decay,
     as_float,
     check_at_least_zero,
@@ -69,7 +70,7 @@ class AdagradRule(Rule):
         grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
         state_sum = state["sum"]
         state_sum.addcmul_(grad, grad, value=1)
-        param.addcdiv_(grad, state_sum.sqrt().add_(scalars["eps"]), value=-scalars["clr"])
+        param.addcdiv_(grad, add_eps(state_sum.sqrt(), scalars["eps"]), value=-scalars["clr"])
 
 
 class Adagrad(RuleOptimizer):
@@ -90,6 +91,12 @@ class Adagrad(RuleOptimizer):
         initial_accumulator_value: τ, the starting value of the sum of squares.
         eps: ε, added outside the square root.
         maximize: maximize the objective.
+        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
+            backend here (the same numbers).
+        differentiable: step under autograd, so that gradients flow through the update
+            (in-place on params that are not leaves, as torch's); eager backend only.
+        fused: True selects ``backend="fused"``; with ``foreach`` or ``differentiable``
+            it raises torch's error.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
@@ -103,6 +110,7 @@ class Adagrad(RuleOptimizer):
     """
 
     rule = AdagradRule()
+    torch_flags = ("foreach", "differentiable", "fused")
 
     def __init__(
         self,
@@ -112,8 +120,11 @@ class Adagrad(RuleOptimizer):
         weight_decay: float = 0.0,
         initial_accumulator_value: float = 0.0,
         eps: float = 1e-10,
+        foreach: bool | None = None,
         *,
         maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         weight_decay_mode: str = "l2",
         backend: str = "eager",
         skip_nonfinite: bool = False,
@@ -134,4 +145,5 @@ class Adagrad(RuleOptimizer):
             backend=backend,
             skip_nonfinite=skip_nonfinite,
             state_dtype=state_dtype,
+            torch_flags={"foreach": foreach, "differentiable": differentiable, "fused": fused},
         )

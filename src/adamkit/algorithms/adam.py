@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import torch
 from torch import Tensor
 
 from adamkit.algorithms.common import (
+    add_eps,
     apply_weight_decay,
     as_float,
     betas,
@@ -16,6 +16,7 @@ from adamkit.algorithms.common import (
     check_bool,
     check_choice,
     complete_with_decoupled_flag,
+    maximum_,
     update_first_moment,
     update_second_moment,
     weight_decay_mode,
@@ -105,10 +106,10 @@ def update_moments(grad: Tensor, state: State, scalars: Scalars, options: AdamOp
         return denominator(exp_avg_sq, scalars)
     max_exp_avg_sq = state["max_exp_avg_sq"]
     if options.amsgrad_max == "raw":
-        torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        maximum_(max_exp_avg_sq, exp_avg_sq)
         return denominator(max_exp_avg_sq, scalars)
-    torch.maximum(max_exp_avg_sq, exp_avg_sq / scalars["bias_correction2"], out=max_exp_avg_sq)
-    return max_exp_avg_sq.sqrt().add_(scalars["eps"])
+    maximum_(max_exp_avg_sq, exp_avg_sq / scalars["bias_correction2"])
+    return add_eps(max_exp_avg_sq.sqrt(), scalars["eps"])
 
 
 def denominator(second_moment: Tensor, scalars: Scalars) -> Tensor:
@@ -155,6 +156,13 @@ class Adam(RuleOptimizer):
             :math:`\hat v_t`. The paper's AMSGrad is ``amsgrad=True,
             bias_correction=False, eps=0``.
         maximize: maximize the objective.
+        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
+            backend here (the same numbers).
+        capturable: torch's CUDA-graph flag; accepted, the step is the same.
+        differentiable: step under autograd, so that gradients flow through the update
+            (in-place on params that are not leaves, as torch's); eager backend only.
+        fused: True selects ``backend="fused"``; with ``foreach`` or ``differentiable``
+            it raises torch's error.
         decoupled_weight_decay: torch's flag; True means ``weight_decay_mode="decoupled_lr"``.
         weight_decay_mode: ``"l2"`` adds λθ to the gradient; ``"decoupled_lr"`` shrinks
             :math:`\theta \leftarrow \theta(1-\gamma\lambda)` (torch AdamW);
@@ -178,6 +186,7 @@ class Adam(RuleOptimizer):
     """
 
     rule = AdamRule()
+    torch_flags = ("foreach", "capturable", "differentiable", "fused")
 
     def __init__(
         self,
@@ -188,7 +197,11 @@ class Adam(RuleOptimizer):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        foreach: bool | None = None,
         maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         decoupled_weight_decay: bool | None = None,
         weight_decay_mode: str | None = None,
         bias_correction: bool = True,
@@ -216,6 +229,12 @@ class Adam(RuleOptimizer):
             backend=backend,
             skip_nonfinite=skip_nonfinite,
             state_dtype=state_dtype,
+            torch_flags={
+                "foreach": foreach,
+                "capturable": capturable,
+                "differentiable": differentiable,
+                "fused": fused,
+            },
         )
 
 
@@ -245,6 +264,11 @@ class AdamW(Adam):
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
         *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
         weight_decay_mode: str = "decoupled_lr",
         **options: Any,
     ) -> None:
@@ -255,6 +279,11 @@ class AdamW(Adam):
             eps,
             weight_decay,
             amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
             weight_decay_mode=weight_decay_mode,
             **options,
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch
 from torch import Tensor
 
 from adamkit.algorithms.common import (
@@ -14,6 +13,7 @@ from adamkit.algorithms.common import (
     bias_correction,
     check_adam_family,
     check_choice,
+    maximum_,
     update_first_moment,
     weight_decay_mode,
     weight_decay_scalar,
@@ -65,7 +65,7 @@ class AdamaxRule(Rule):
         norm = grad.abs()
         if options.eps_mode == "in_max":
             norm.add_(scalars["eps"])
-        torch.maximum(exp_inf.mul_(scalars["beta2"]), norm, out=exp_inf)
+        maximum_(exp_inf.mul_(scalars["beta2"]), norm)
         denom = exp_inf.add(scalars["eps"]) if options.eps_mode == "denominator" else exp_inf
         param.addcdiv_(exp_avg, denom, value=-scalars["step_size"])
 
@@ -90,6 +90,11 @@ class Adamax(RuleOptimizer):
         eps: ε.
         weight_decay: λ, applied as ``weight_decay_mode`` says (see :class:`adamkit.Adam`).
         maximize: maximize the objective.
+        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
+            backend here (the same numbers).
+        differentiable: step under autograd, so that gradients flow through the update
+            (in-place on params that are not leaves, as torch's); eager backend only.
+        capturable: torch's CUDA-graph flag; accepted, the step is the same.
         eps_mode: ``"in_max"``, ``"none"`` or ``"denominator"``.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
@@ -104,6 +109,7 @@ class Adamax(RuleOptimizer):
     """
 
     rule = AdamaxRule()
+    torch_flags = ("foreach", "differentiable", "capturable")
 
     def __init__(
         self,
@@ -112,8 +118,11 @@ class Adamax(RuleOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        foreach: bool | None = None,
         *,
         maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
         eps_mode: str = "in_max",
         weight_decay_mode: str = "l2",
         backend: str = "eager",
@@ -135,4 +144,9 @@ class Adamax(RuleOptimizer):
             backend=backend,
             skip_nonfinite=skip_nonfinite,
             state_dtype=state_dtype,
+            torch_flags={
+                "foreach": foreach,
+                "differentiable": differentiable,
+                "capturable": capturable,
+            },
         )

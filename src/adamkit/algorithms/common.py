@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from numbers import Real
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from adamkit.rule import Group
@@ -192,3 +193,20 @@ def complete_with_decoupled_flag(group: dict[str, Any], defaults: Group) -> None
 def betas(group: Group) -> tuple[float, float]:
     beta1, beta2 = group["betas"]
     return as_float("betas", beta1), as_float("betas", beta2)
+
+
+# ---------------------------------------------------------------- in place, unless recorded
+
+
+def add_eps(root: Tensor, eps: Any) -> Tensor:
+    """``root`` + ε for a fresh square root: in its memory, or out of place where autograd
+    records the step (``differentiable=True``: the root's gradient needs its output)."""
+    return root + eps if root.requires_grad else root.add_(eps)
+
+
+def maximum_(tensor: Tensor, other: Tensor) -> Tensor:
+    """``tensor`` ← max(``tensor``, ``other``) in place. Where autograd records the step
+    (no ``out=`` there), max's backward keeps a copy of the old ``tensor``."""
+    if tensor.requires_grad or other.requires_grad:
+        return tensor.copy_(torch.maximum(tensor.clone(), other))
+    return torch.maximum(tensor, other, out=tensor)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from adamkit.algorithms.common import (
+    add_eps,
     apply_weight_decay,
     as_float,
     betas,
@@ -91,7 +92,7 @@ class NAdamRule(Rule):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         update_first_moment(exp_avg, grad, scalars["beta1"])
         update_second_moment(exp_avg_sq, grad, scalars["beta2"])
-        denom = exp_avg_sq.div(scalars["bias_correction2"]).sqrt().add_(scalars["eps"])
+        denom = add_eps(exp_avg_sq.div(scalars["bias_correction2"]).sqrt(), scalars["eps"])
         param.addcdiv_(grad, denom, value=scalars["grad_step"])
         param.addcdiv_(exp_avg, denom, value=scalars["exp_avg_step"])
 
@@ -120,6 +121,11 @@ class NAdam(RuleOptimizer):
         weight_decay: λ.
         momentum_decay: ψ (Dozat's 1/250).
         maximize: maximize the objective.
+        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
+            backend here (the same numbers).
+        capturable: torch's CUDA-graph flag; accepted, the step is the same.
+        differentiable: step under autograd, so that gradients flow through the update
+            (in-place on params that are not leaves, as torch's); eager backend only.
         decoupled_weight_decay: torch's flag; True means ``weight_decay_mode="decoupled_lr"``.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"`` (see
             :class:`adamkit.Adam`).
@@ -137,6 +143,7 @@ class NAdam(RuleOptimizer):
     """
 
     rule = NAdamRule()
+    torch_flags = ("foreach", "capturable", "differentiable")
 
     def __init__(
         self,
@@ -146,9 +153,12 @@ class NAdam(RuleOptimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         momentum_decay: float = 4e-3,
-        *,
-        maximize: bool = False,
         decoupled_weight_decay: bool | None = None,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
         weight_decay_mode: str | None = None,
         mu_schedule: str = "dozat",
         backend: str = "eager",
@@ -171,4 +181,9 @@ class NAdam(RuleOptimizer):
             backend=backend,
             skip_nonfinite=skip_nonfinite,
             state_dtype=state_dtype,
+            torch_flags={
+                "foreach": foreach,
+                "capturable": capturable,
+                "differentiable": differentiable,
+            },
         )

@@ -7,6 +7,7 @@ from typing import NamedTuple
 from torch import Tensor
 
 from adamkit.algorithms.common import (
+    add_eps,
     apply_weight_decay,
     as_float,
     check_at_least_zero,
@@ -76,7 +77,7 @@ class RMSpropRule(Rule):
             grad_avg = state["grad_avg"]
             update_first_moment(grad_avg, grad, alpha)
             variance = square_avg.addcmul(grad_avg, grad_avg, value=-1)
-        denom = variance.add(eps).sqrt_() if options.eps_in_sqrt else variance.sqrt().add_(eps)
+        denom = variance.add(eps).sqrt_() if options.eps_in_sqrt else add_eps(variance.sqrt(), eps)
         if options.momentum:
             buffer = state["momentum_buffer"]
             buffer.mul_(scalars["momentum"]).addcdiv_(grad, denom)
@@ -109,6 +110,11 @@ class RMSprop(RuleOptimizer):
         momentum: μ, applied to the normalised gradient.
         centered: normalise by the estimated variance instead of the second moment.
         maximize: maximize the objective.
+        capturable: torch's CUDA-graph flag; accepted, the step is the same.
+        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
+            backend here (the same numbers).
+        differentiable: step under autograd, so that gradients flow through the update
+            (in-place on params that are not leaves, as torch's); eager backend only.
         eps_in_sqrt: put ε inside the square root.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
@@ -123,6 +129,7 @@ class RMSprop(RuleOptimizer):
     """
 
     rule = RMSpropRule()
+    torch_flags = ("capturable", "foreach", "differentiable")
 
     def __init__(
         self,
@@ -133,8 +140,11 @@ class RMSprop(RuleOptimizer):
         weight_decay: float = 0.0,
         momentum: float = 0.0,
         centered: bool = False,
-        *,
+        capturable: bool = False,
+        foreach: bool | None = None,
         maximize: bool = False,
+        differentiable: bool = False,
+        *,
         eps_in_sqrt: bool = False,
         weight_decay_mode: str = "l2",
         backend: str = "eager",
@@ -158,4 +168,9 @@ class RMSprop(RuleOptimizer):
             backend=backend,
             skip_nonfinite=skip_nonfinite,
             state_dtype=state_dtype,
+            torch_flags={
+                "capturable": capturable,
+                "foreach": foreach,
+                "differentiable": differentiable,
+            },
         )

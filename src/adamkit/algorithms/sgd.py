@@ -153,6 +153,12 @@ class SGD(RuleOptimizer):
             ``"decoupled_schedule"`` is SGDW (Loshchilov & Hutter, Algorithm 1).
         nesterov: Nesterov momentum (needs μ > 0 and τ = 0; not for the EMA form).
         maximize: maximize the objective.
+        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
+            backend here (the same numbers).
+        differentiable: step under autograd, so that gradients flow through the update
+            (in-place on params that are not leaves, as torch's); eager backend only.
+        fused: True selects ``backend="fused"``; with ``foreach`` or ``differentiable``
+            it raises torch's error.
         momentum_form: ``"torch"``, ``"sutskever"`` or ``"ema"``.
         bias_correction: divide the EMA by :math:`1-\mu^t` (EMA form only).
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
@@ -168,6 +174,7 @@ class SGD(RuleOptimizer):
     """
 
     rule = SGDRule()
+    torch_flags = ("foreach", "differentiable", "fused")
 
     def __init__(
         self,
@@ -179,6 +186,9 @@ class SGD(RuleOptimizer):
         nesterov: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
         momentum_form: str = "torch",
         bias_correction: bool = False,
         weight_decay_mode: str = "l2",
@@ -203,6 +213,7 @@ class SGD(RuleOptimizer):
             backend=backend,
             skip_nonfinite=skip_nonfinite,
             state_dtype=state_dtype,
+            torch_flags={"foreach": foreach, "differentiable": differentiable, "fused": fused},
         )
 
 

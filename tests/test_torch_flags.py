@@ -1,0 +1,164 @@
+"""torch.optim's constructor, argument for argument: the signature in torch's order, the
+``foreach``/``capturable``/``differentiable``/``fused`` flags with torch's meaning and torch's
+errors, and steps that autograd differentiates through under ``differentiable=True``
+(issue 17)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import adamkit
+
+NAMES = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam"]
+# per optimizer: a configuration whose every state tensor the step differentiates, and the
+# names of those tensors
+DIFFERENTIABLE = {
+    "SGD": ({"lr": 0.1, "momentum": 0.9, "nesterov": True}, ["momentum_buffer"]),
+    "Adagrad": ({"lr": 0.1, "weight_decay": 0.1}, ["sum"]),
+    "RMSprop": ({"momentum": 0.9, "centered": True}, ["square_avg", "momentum_buffer", "grad_avg"]),
+    "Adam": ({"lr": 0.1, "amsgrad": True}, ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]),
+    "AdamW": ({"lr": 0.1}, ["exp_avg", "exp_avg_sq"]),
+    "Adamax": ({"weight_decay": 0.1}, ["exp_avg", "exp_inf"]),
+    "NAdam": ({"decoupled_weight_decay": True, "weight_decay": 0.1}, ["exp_avg", "exp_avg_sq"]),
+}
+
+
+def params():
+    return [torch.nn.Parameter(torch.randn(3, 4, generator=torch.Generator().manual_seed(0)))]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_signature_starts_with_torchs(name):
+    """Every torch parameter, in torch's order and of torch's kind (positional or
+    keyword-only), with torch's defaults; adamkit's own options come after, keyword-only."""
+    theirs = list(inspect.signature(getattr(torch.optim, name)).parameters.values())
+    ours = list(inspect.signature(getattr(adamkit, name)).parameters.values())
+    assert [(p.name, p.kind) for p in ours[: len(theirs)]] == [(p.name, p.kind) for p in theirs]
+    for mine, torchs in zip(ours, theirs, strict=False):
+        if mine.name != "decoupled_weight_decay":  # None: weight_decay_mode decides
+            assert mine.default == torchs.default, mine.name
+    assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in ours[len(theirs) :])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_groups_hold_torchs_keys_with_torchs_values(name):
+    theirs = getattr(torch.optim, name)(params(), foreach=False).state_dict()["param_groups"]
+    ours = getattr(adamkit, name)(params(), foreach=False).state_dict()["param_groups"]
+    for key, value in theirs[0].items():
+        assert ours[0][key] == value, key
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("flags", [{"foreach": True}, {"foreach": False}, {"capturable": True}])
+def test_foreach_and_capturable_give_the_default_numbers(name, flags):
+    if "capturable" in flags and name in ("SGD", "Adagrad"):
+        pytest.skip(f"torch's {name} takes no capturable")
+    sides = []
+    for kwargs in ({}, flags):
+        model = params()
+        optimizer = getattr(adamkit, name)(model, **kwargs)
+        for step in range(3):
+            model[0].grad = torch.randn(3, 4, generator=torch.Generator().manual_seed(step))
+            optimizer.step()
+        sides.append(model[0].detach())
+    assert torch.equal(*sides)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adam", "AdamW"])
+def test_fused_true_selects_the_fused_backend(name):
+    assert getattr(adamkit, name)(params(), fused=True).backend == "fused"
+    assert getattr(adamkit, name)(params(), fused=False).backend == "eager"
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adam", "AdamW"])
+@pytest.mark.parametrize(
+    "flags", [{"fused": True, "foreach": True}, {"fused": True, "differentiable": True}]
+)
+def test_fused_refuses_what_torchs_refuses(name, flags):
+    with pytest.raises(RuntimeError) as theirs:
+        getattr(torch.optim, name)(params(), **flags)
+    with pytest.raises(RuntimeError) as ours:
+        getattr(adamkit, name)(params(), **flags)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_the_fused_backend_refuses_a_differentiable_step():
+    with pytest.raises(RuntimeError, match="`fused` does not support `differentiable`"):
+        adamkit.Adam(params(), backend="fused", differentiable=True)
+
+
+@pytest.mark.parametrize("name", ["RMSprop", "Adamax", "NAdam"])
+def test_fused_is_refused_where_torch_has_none(name):
+    with pytest.raises(TypeError, match="fused"):
+        getattr(adamkit, name)(params(), fused=True)
+
+
+def one_step(param, grad, state, cls, kwargs, *differentiated):
+    """One differentiable step from ``state`` (torch's differentiable tests' form): returns
+    the new param and the state tensors that require grad."""
+    param = param.clone()
+    param.grad = grad
+    optimizer = cls([param], differentiable=True, **kwargs)
+    optimizer.state[param].update(
+        {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    )
+    optimizer.step()
+    values = optimizer.state[param].values()
+    return (param, *(v for v in values if isinstance(v, torch.Tensor) and v.requires_grad))
+
+
+def differentiable_inputs(name):
+    generator = torch.Generator().manual_seed(1)
+
+    def tensor(scale=1.0):
+        value = torch.rand(6, dtype=torch.float64, generator=generator) * scale
+        return value.requires_grad_()
+
+    kwargs, names = DIFFERENTIABLE[name]
+    # the centered RMSprop's v − ḡ² must stay positive for the square root
+    state = {n: tensor(0.1 if n == "grad_avg" else 1.0) for n in names}
+    state["step"] = torch.tensor(10.0, dtype=torch.float64)
+    if name == "NAdam":
+        state["mu_product"] = torch.tensor(0.5, dtype=torch.float64)
+    return tensor(), tensor(), state, kwargs
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_differentiable_step_passes_gradcheck(name):
+    param, grad, state, kwargs = differentiable_inputs(name)
+    differentiated = [v for v in state.values() if v.requires_grad]
+    cls = getattr(adamkit, name)
+    assert gradcheck(one_step, (param, grad, state, cls, kwargs, *differentiated))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_differentiable_step_has_torchs_numbers_and_gradients(name):
+    """The step's outputs, and the gradients of their sum with respect to the param, the
+    gradient and the state, equal torch's (float64)."""
+    results = []
+    for cls in (getattr(torch.optim, name), getattr(adamkit, name)):
+        param, grad, state, kwargs = differentiable_inputs(name)
+        differentiated = [param, grad, *(v for v in state.values() if v.requires_grad)]
+        outputs = one_step(param, grad, state, cls, kwargs)
+        total = sum(output.sum() for output in outputs)
+        gradients = torch.autograd.grad(total, differentiated)
+        results.append([o.detach() for o in outputs] + list(gradients))
+    for theirs, ours in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_differentiable_step_of_a_leaf_raises_as_torchs(name):
+    """Autograd refuses an in-place update of a leaf that requires grad: the same error."""
+    errors = []
+    for cls in (getattr(torch.optim, name), getattr(adamkit, name)):
+        model = params()
+        model[0].grad = torch.ones(3, 4)
+        with pytest.raises(RuntimeError) as error:
+            cls(model, differentiable=True).step()
+        errors.append(str(error.value))
+    assert errors[0] == errors[1]
