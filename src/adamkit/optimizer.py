@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
 from numbers import Real
@@ -112,7 +113,17 @@ class RuleOptimizer(torch.optim.Optimizer):
         caller's dict, or a second optimizer loaded from it. And scalar state such as
         ``mu_product`` keeps its dtype, like ``step``: torch casts it to the param's dtype,
         which in bf16 changes the step size after a resume.
+
+        Hooks run as torch runs them: the pre-hooks on the dict as passed (before any
+        check; one may return another dict), the post-hooks on the whole loaded state,
+        ``mu_product`` and compact state included; a hook may store any object in
+        :attr:`state`.
         """
+        state_dict = dict(state_dict) if isinstance(state_dict, Mapping) else state_dict
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)  # torch's order: before any check
+            if result is not None:
+                state_dict = result
         self._check_loadable(state_dict)
         state_dict = copy.deepcopy(state_dict)
         self.skipped_steps = int(state_dict.pop("skipped_steps", 0))
@@ -120,31 +131,46 @@ class RuleOptimizer(torch.optim.Optimizer):
         # torch would keep state of an id no group lists, under that id: dropped
         state_dict["state"] = {k: v for k, v in state_dict["state"].items() if k in listed}
         names = self.rule.scalar_state_names
-        held: dict[Any, dict[str, Any]] = {}  # entries torch would cast to the param's dtype
+        held = []  # per param in order: the entries torch would cast to the param's dtype
         for saved, group in zip(state_dict["param_groups"], self.param_groups, strict=True):
             state_dtype = saved.get("state_dtype", self.defaults["state_dtype"])
             for key, param in zip(saved["params"], group["params"], strict=True):
                 values = state_dict["state"].get(key, {})
-                held[key] = {
-                    name: values.pop(name)
-                    for name in list(values)
-                    if name in names or keeps_dtype(name, values[name], param, state_dtype)
-                }
-        super().load_state_dict(state_dict)
-        saved_ids = chain.from_iterable(group["params"] for group in state_dict["param_groups"])
+                held.append(
+                    {
+                        name: values.pop(name)
+                        for name in list(values)
+                        if name in names or keeps_dtype(name, values[name], param, state_dtype)
+                    }
+                )
+        # torch's load then calls __setstate__, which puts them back (_restore), and runs
+        # the post-hooks, which so see the whole state; the pre-hooks ran above
+        pre_hooks = self._optimizer_load_state_dict_pre_hooks
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._loading = held
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            self._optimizer_load_state_dict_pre_hooks = pre_hooks
+            self.__dict__.pop("_loading", None)
+
+    def _restore(self, held: list[dict[str, Any]]) -> None:
+        """Put back, after torch's load, the entries it would have cast (scalar state,
+        compact state), and make Python-number steps (torch < 1.12) tensors."""
+        names = self.rule.scalar_state_names
         groups = chain.from_iterable([g] * len(g["params"]) for g in self.param_groups)
         params = chain.from_iterable(group["params"] for group in self.param_groups)
-        for key, group, param in zip(saved_ids, groups, params, strict=True):
-            scalars = {n: v for n, v in held[key].items() if n in names}
-            compact = {n: v for n, v in held[key].items() if n not in names}
+        for entries, group, param in zip(held, groups, params, strict=True):
+            scalars = {n: v for n, v in entries.items() if n in names}
+            compact = {n: v for n, v in entries.items() if n not in names}
             signs = {n: n not in self.rule.nonnegative_states for n in compact}
             self.state[param].update(scalars)
             self.state[param].update(loaded_entries(compact, param, group["state_dtype"], signs))
         for param_state in self.state.values():
             for name in ("step", *names):
-                if name in param_state and not isinstance(param_state[name], Tensor):
-                    # state dicts of torch < 1.12 hold the step as a Python number
-                    param_state[name] = torch.tensor(float(param_state[name]), dtype=scalar_dtype())
+                value = param_state.get(name) if isinstance(param_state, dict) else None
+                if value is not None and not isinstance(value, Tensor):
+                    param_state[name] = torch.tensor(float(value), dtype=scalar_dtype())
 
     def _check_grad(self, param: Tensor, where: str) -> None:
         """Refuse, before the step changes anything, a gradient no update can take."""
@@ -265,6 +291,9 @@ class RuleOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             self.rule.complete(group, defaults)
             self._validate(group)
+        held = self.__dict__.pop("_loading", None)
+        if held is not None:  # load_state_dict
+            self._restore(held)
 
     def _validate(self, group: Group) -> None:
         """The rule's checks of a group's hyperparameters, and its state precision."""

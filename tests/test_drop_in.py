@@ -162,3 +162,66 @@ def test_a_differentiable_step_of_a_leaf_raises_as_torchs(name):
             cls(model, differentiable=True).step()
         errors.append(str(error.value))
     assert errors[0] == errors[1]
+
+
+# ---------------------------------------------------------------- load_state_dict hooks
+
+
+def trained(name, make):
+    model = params()
+    optimizer = make(model)
+    for step in range(2):
+        model[0].grad = torch.randn(3, 4, generator=torch.Generator().manual_seed(step))
+        optimizer.step()
+    return optimizer
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_load_hooks_see_what_torchs_see(name):
+    """A pre-hook edits the dict, another returns a new one; a post-hook stores a bool in
+    the state and records what it sees: the same on torch's optimizer and adamkit's."""
+    seen = []
+    for module in (torch.optim, adamkit):
+        optimizer = trained(name, lambda p, module=module: getattr(module, name)(p))
+        saved = optimizer.state_dict()
+        log = []
+
+        def edit(optimizer, state_dict, log=log):
+            log.append(("pre1", state_dict["param_groups"][0]["lr"]))
+            state_dict["param_groups"][0]["lr"] = 0.002
+
+        def replace(optimizer, state_dict, log=log):
+            log.append(("pre2", state_dict["param_groups"][0]["lr"]))
+            return {**state_dict, "param_groups": [{**state_dict["param_groups"][0], "lr": 0.003}]}
+
+        def post(optimizer, log=log, module=module):
+            param = optimizer.param_groups[0]["params"][0]
+            keys = set(optimizer.state[param])
+            if name == "SGD" and module is adamkit:
+                keys.discard("step")  # adamkit's SGD counts steps, torch's does not (open)
+            log.append(("post", optimizer.param_groups[0]["lr"], sorted(keys)))
+            optimizer.state["ran_load_state_dict_post_hook"] = True
+
+        optimizer.register_load_state_dict_pre_hook(edit)
+        optimizer.register_load_state_dict_pre_hook(replace)
+        optimizer.register_load_state_dict_post_hook(post)
+        optimizer.load_state_dict(saved)
+        assert optimizer.state["ran_load_state_dict_post_hook"] is True
+        log.append(("caller's dict after", saved["param_groups"][0]["lr"]))
+        seen.append(log)
+    assert seen[0] == seen[1]
+
+
+def test_nadams_post_hook_sees_mu_product():
+    optimizer = trained("NAdam", lambda p: adamkit.NAdam(p))
+    seen = {}
+
+    def post(optimizer):
+        param = optimizer.param_groups[0]["params"][0]
+        seen.update(optimizer.state[param])
+
+    optimizer.register_load_state_dict_post_hook(post)
+    expected = optimizer.state[optimizer.param_groups[0]["params"][0]]["mu_product"].clone()
+    optimizer.load_state_dict(optimizer.state_dict())
+    assert torch.equal(seen["mu_product"], expected)
+    assert seen["mu_product"].dtype == expected.dtype
