@@ -34,6 +34,13 @@ class RuleOptimizer(torch.optim.Optimizer):
     nothing (params, state, step count) and is counted in :attr:`skipped_steps`, which the
     state dict carries; the first skip warns. Without it (the default) such a step runs as
     in ``torch.optim``: the NaN reaches that param and its state, and no other param.
+
+    torch's flags, where torch's twin takes them (:attr:`torch_flags`), are kept in the
+    groups as torch keeps them. ``fused=True`` selects ``backend="fused"`` (with
+    ``foreach=True`` or ``differentiable=True`` it raises torch's error);
+    ``differentiable=True`` steps under autograd, so that gradients flow through the update
+    (in place on params that are not leaves, as torch's; eager backend only); ``foreach``
+    and ``capturable`` change no number (the eager loop serves both of torch's paths).
     """
 
     rule: ClassVar[Rule]
@@ -50,11 +57,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         state_dtype: StateDtype = None,
         torch_flags: Mapping[str, Any] | None = None,
     ):
-        """``torch_flags``: the values of the class's :attr:`torch_flags`, kept in the
-        groups as torch keeps them.
-        ``fused=True`` selects the fused backend; ``differentiable=True`` steps under
-        autograd (eager backend); ``foreach`` and ``capturable`` change nothing here (the
-        eager backend's loop serves both of torch's paths; CPU steps need no capture)."""
+        """``torch_flags``: the values of the class's :attr:`torch_flags` (see the class)."""
         flags = dict(torch_flags or {})
         assert set(flags) == set(self.torch_flags), (flags, self.torch_flags)
         if flags.get("fused"):

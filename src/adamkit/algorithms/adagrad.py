@@ -91,12 +91,7 @@ class Adagrad(RuleOptimizer):
         initial_accumulator_value: τ, the starting value of the sum of squares.
         eps: ε, added outside the square root.
         maximize: maximize the objective.
-        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
-            backend here (the same numbers).
-        differentiable: step under autograd, so that gradients flow through the update
-            (in-place on params that are not leaves, as torch's); eager backend only.
-        fused: True selects ``backend="fused"``; with ``foreach`` or ``differentiable``
-            it raises torch's error.
+        foreach, differentiable, fused: torch's flags, see RuleOptimizer.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.

@@ -156,13 +156,7 @@ class Adam(RuleOptimizer):
             :math:`\hat v_t`. The paper's AMSGrad is ``amsgrad=True,
             bias_correction=False, eps=0``.
         maximize: maximize the objective.
-        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
-            backend here (the same numbers).
-        capturable: torch's CUDA-graph flag; accepted, the step is the same.
-        differentiable: step under autograd, so that gradients flow through the update
-            (in-place on params that are not leaves, as torch's); eager backend only.
-        fused: True selects ``backend="fused"``; with ``foreach`` or ``differentiable``
-            it raises torch's error.
+        foreach, capturable, differentiable, fused: torch's flags, see RuleOptimizer.
         decoupled_weight_decay: torch's flag; True means ``weight_decay_mode="decoupled_lr"``.
         weight_decay_mode: ``"l2"`` adds λθ to the gradient; ``"decoupled_lr"`` shrinks
             :math:`\theta \leftarrow \theta(1-\gamma\lambda)` (torch AdamW);

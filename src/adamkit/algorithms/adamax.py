@@ -90,11 +90,7 @@ class Adamax(RuleOptimizer):
         eps: ε.
         weight_decay: λ, applied as ``weight_decay_mode`` says (see :class:`adamkit.Adam`).
         maximize: maximize the objective.
-        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
-            backend here (the same numbers).
-        differentiable: step under autograd, so that gradients flow through the update
-            (in-place on params that are not leaves, as torch's); eager backend only.
-        capturable: torch's CUDA-graph flag; accepted, the step is the same.
+        foreach, capturable, differentiable: torch's flags, see RuleOptimizer.
         eps_mode: ``"in_max"``, ``"none"`` or ``"denominator"``.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when

@@ -121,11 +121,7 @@ class NAdam(RuleOptimizer):
         weight_decay: λ.
         momentum_decay: ψ (Dozat's 1/250).
         maximize: maximize the objective.
-        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
-            backend here (the same numbers).
-        capturable: torch's CUDA-graph flag; accepted, the step is the same.
-        differentiable: step under autograd, so that gradients flow through the update
-            (in-place on params that are not leaves, as torch's); eager backend only.
+        foreach, capturable, differentiable: torch's flags, see RuleOptimizer.
         decoupled_weight_decay: torch's flag; True means ``weight_decay_mode="decoupled_lr"``.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"`` (see
             :class:`adamkit.Adam`).

@@ -110,11 +110,7 @@ class RMSprop(RuleOptimizer):
         momentum: μ, applied to the normalised gradient.
         centered: normalise by the estimated variance instead of the second moment.
         maximize: maximize the objective.
-        capturable: torch's CUDA-graph flag; accepted, the step is the same.
-        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
-            backend here (the same numbers).
-        differentiable: step under autograd, so that gradients flow through the update
-            (in-place on params that are not leaves, as torch's); eager backend only.
+        foreach, capturable, differentiable: torch's flags, see RuleOptimizer.
         eps_in_sqrt: put ε inside the square root.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when

@@ -153,12 +153,7 @@ class SGD(RuleOptimizer):
             ``"decoupled_schedule"`` is SGDW (Loshchilov & Hutter, Algorithm 1).
         nesterov: Nesterov momentum (needs μ > 0 and τ = 0; not for the EMA form).
         maximize: maximize the objective.
-        foreach: torch's choice of its per-tensor or multi-tensor path; both are the eager
-            backend here (the same numbers).
-        differentiable: step under autograd, so that gradients flow through the update
-            (in-place on params that are not leaves, as torch's); eager backend only.
-        fused: True selects ``backend="fused"``; with ``foreach`` or ``differentiable``
-            it raises torch's error.
+        foreach, differentiable, fused: torch's flags, see RuleOptimizer.
         momentum_form: ``"torch"``, ``"sutskever"`` or ``"ema"``.
         bias_correction: divide the EMA by :math:`1-\mu^t` (EMA form only).
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
