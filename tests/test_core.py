@@ -208,3 +208,55 @@ def test_low_precision_steps_in_float32_rounded_once(info, dtype):
                 for value, upcast in pairs:  # ours, and the float32 twin's rounded once
                     assert torch.equal(value, upcast.to(dtype))
                     upcast.copy_(value)
+
+
+MULTI_TENSOR_CASES = [
+    pytest.param(info, config, id=info.id(config))
+    for info in OPTIM_DB
+    if info.cls.rule.multi_tensor
+    for config in info.sweep
+]
+
+
+@pytest.mark.parametrize("info, config", MULTI_TENSOR_CASES)
+def test_many_params_in_one_call_step_as_each_alone(info, config, monkeypatch):
+    """The eager backend steps plain params of a group in multi-tensor calls (chunks of
+    small params, a large one alone): bit for bit the numbers of the same rule stepping
+    each param on its own, for every configuration of the sweep, with small, large,
+    complex, empty and non-contiguous params, and params without a gradient. A Tensor
+    hyperparameter steps each param alone."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(7, 5), (300,), (), (0,), (3, 1, 2), (40000,), (50, 50)] * 3
+    base = [torch.randn(shape, generator=generator) for shape in shapes]
+    base.append(torch.randn(6, 4, generator=generator).t())  # non-contiguous
+    if info.cls.rule.supports_complex:
+        base.append(torch.randn(9, dtype=torch.complex64, generator=generator))
+    calls = []
+
+    def history(batched: bool) -> list[list[torch.Tensor]]:
+        monkeypatch.setattr(type(info.cls.rule), "multi_tensor", batched)
+        params = [p.clone().requires_grad_() for p in base]
+        optimizer = info.cls(params, **config)
+        grads = torch.Generator().manual_seed(1)
+        for step in range(4):
+            for index, p in enumerate(params):
+                skip = (index + step) % 5 == 0
+                p.grad = None if skip else torch.randn(p.shape, generator=grads, dtype=p.dtype)
+            optimizer.step()
+        state = [v for p in params for v in optimizer.state[p].values()]
+        return [p.detach().clone() for p in params] + [v for v in state if torch.is_tensor(v)]
+
+    expected = history(False)
+    original = adamkit.backends.eager.TensorList.__init__
+
+    def counted(self, tensors):
+        calls.append(len(tensors))
+        original(self, tensors)
+
+    monkeypatch.setattr(adamkit.backends.eager.TensorList, "__init__", counted)
+    value = history(True)
+    if not any(torch.is_tensor(v) for v in config.values()):
+        assert calls  # batched (a Tensor number the update reads steps each param alone)
+    assert len(value) == len(expected)
+    for ours, theirs in zip(value, expected, strict=True):
+        assert torch.equal(ours, theirs)

@@ -329,13 +329,14 @@ def test_complex_param_after_an_odd_sized_real_one():
 def test_sporadic_gradients_compile_at_most_twice():
     """Params of several sizes, each with a gradient on a random 60 % of the steps: the
     kernels have dynamic sizes, so the changing set of params compiles nothing new after
-    the first steps (one kernel for the packed small params, one for the large ones)."""
+    the first steps (NAdam, which torch has no fused kernel for: one kernel for the large
+    params, and at most one for a small param stepped alone)."""
     torch._dynamo.reset()
     counters = torch._dynamo.utils.counters["stats"]
     sizes = [3, 17, 100, 1000, 5000, 70_000, 100_000, 300_000]
     params = [torch.zeros(size, requires_grad=True) for size in sizes]
     twins = [p.detach().clone().requires_grad_() for p in params]
-    optimizers = [adamkit.Adam(params, backend="fused"), adamkit.Adam(twins)]
+    optimizers = [adamkit.NAdam(params, backend="fused"), adamkit.NAdam(twins)]
     generator = torch.Generator().manual_seed(0)
     before = counters["unique_graphs"]
     for _ in range(60):
@@ -416,3 +417,56 @@ def test_mixed_dtypes_in_one_group(info):
                 error = torch.linalg.vector_norm(value.double() - expected.double())
                 scale = torch.linalg.vector_norm(expected.double())
                 assert error <= 5 * tolerance * scale, (dtype, name, error)
+
+
+TORCH_KERNELS = [
+    (adamkit.Adam, {}, "_fused_adam_"),
+    (adamkit.Adam, {"weight_decay": 0.1, "amsgrad": True, "maximize": True}, "_fused_adam_"),
+    (adamkit.Adam, {"weight_decay": 0.1, "decoupled_weight_decay": True}, "_fused_adamw_"),
+    (adamkit.AdamW, {}, "_fused_adamw_"),
+    (adamkit.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}, "_fused_sgd_"),
+    (adamkit.SGD, {"lr": 0.1, "weight_decay": 0.1}, "_fused_sgd_"),
+    (adamkit.Adagrad, {"lr_decay": 0.01, "weight_decay": 0.1}, "_fused_adagrad_"),
+    (adamkit.AdamW, {"weight_decay_mode": "decoupled_schedule"}, None),
+    (adamkit.Adam, {"eps_mode": "efficient"}, None),
+    (adamkit.Adam, {"bias_correction": False}, None),
+    (adamkit.Adam, {"amsgrad": True, "amsgrad_max": "corrected"}, None),
+    (adamkit.SGD, {"lr": 0.1, "momentum": 0.9, "momentum_form": "ema"}, None),
+    (adamkit.SGDW, {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.1}, None),
+    (adamkit.NAdam, {}, None),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, kernel", TORCH_KERNELS)
+def test_torch_kernel_where_torch_has_the_update(cls, kwargs, kernel, monkeypatch):
+    """Where torch has a fused kernel for exactly these options, the fused backend steps
+    by it: one call per step for params of one dtype (a complex param as its real view),
+    and eager's numbers within the fused tolerance; never under any other options."""
+    calls = []
+    for name in ("_fused_adam_", "_fused_adamw_", "_fused_sgd_", "_fused_adagrad_"):
+        original = getattr(torch, name)
+
+        def counted(*args, _name=name, _original=original, **kw):
+            calls.append(_name)
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(torch, name, counted)
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(5, 3), (70_000,), (), (4,)]
+    base = [torch.randn(s, generator=generator) for s in shapes]
+    base.append(torch.randn(3, dtype=torch.complex64, generator=generator))
+    sides = []
+    for backend in ("eager", "fused"):
+        params = [p.clone().requires_grad_() for p in base]
+        sides.append((params, cls(params, backend=backend, **kwargs)))
+    for _ in range(3):
+        grads = [torch.randn(p.shape, dtype=p.dtype, generator=generator) for p in base]
+        for params, optimizer in sides:
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+    assert calls == ([kernel] * 3 if kernel else [])
+    snapshots = [
+        [{"param": p.detach(), **optimizer.state[p]} for p in params] for params, optimizer in sides
+    ]
+    assert_close_to(snapshots[1], snapshots[0], torch.float32)

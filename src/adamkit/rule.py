@@ -14,7 +14,7 @@ receives the scalars as arguments, so changing a number never changes the code.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -26,6 +26,12 @@ Scalars = Mapping[str, Any]
 # What an update returns for a decision over many params: named partial sums over its
 # param, added up by :meth:`Rule.finish_step` (SWATS' projections)
 Sums = Mapping[str, Tensor]
+
+
+TorchKernel = Callable[
+    [list[Tensor], list[Tensor], list[list[Tensor]], list[Tensor], tuple[str, ...], Tensor | None],
+    None,
+]
 
 
 class GroupStep(NamedTuple):
@@ -68,6 +74,9 @@ class Rule(ABC):
     # the unsigned code, one bit more precise (adamkit.precision)
     nonnegative_states: ClassVar[frozenset[str]] = frozenset()
     supports_complex: ClassVar[bool] = True
+    # whether :meth:`update` uses only the ops of adamkit.backends.multi.TensorList and
+    # returns nothing: the eager backend may then step many params in one call
+    multi_tensor: ClassVar[bool] = False
 
     def fused_form(self, param: Tensor, options: Any) -> FusedForm | None:
         """How the fused backend may stack ``param`` with others of its group, dtype and
@@ -80,6 +89,15 @@ class Rule(ABC):
         (a DTensor of FSDP2), is its update restricted to that shard: true of element-wise
         rules; a rule that reduces along a sharded dim says False."""
         return True
+
+    def torch_kernel(self, group: Group, options: Any) -> TorchKernel | None:
+        """torch's own fused kernel for this group's update (the op behind torch.optim's
+        ``fused=True``), where torch has one for exactly these options; None elsewhere.
+        The fused backend runs it over params whose tensors share one dtype and layout:
+        ``kernel(params, grads, states, steps, missing, grad_scale)``, with ``states`` one
+        list per name of :meth:`state_names` and ``missing`` the names of the state this
+        step creates (zeros)."""
+        return None
 
     def per_tensor(self, group: Group) -> bool:
         """Whether the sums an update returns must be per tensor (the fused backend then

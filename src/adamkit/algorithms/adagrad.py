@@ -20,7 +20,7 @@ from adamkit.algorithms.common import (
     weight_decay_scalar,
 )
 from adamkit.optimizer import Params, RuleOptimizer, StateDtype
-from adamkit.rule import Group, Rule, Scalars, State
+from adamkit.rule import Group, Rule, Scalars, State, TorchKernel
 
 
 class AdagradOptions(NamedTuple):
@@ -30,6 +30,8 @@ class AdagradOptions(NamedTuple):
 
 class AdagradRule(Rule):
     """AdaGrad's math; see :class:`Adagrad` for the equations."""
+
+    multi_tensor = True
 
     name = "Adagrad"
     nonnegative_states = frozenset({"sum"})
@@ -55,6 +57,27 @@ class AdagradRule(Rule):
             # both parts start at τ, so a complex parameter steps as its real view (as torch)
             value = complex(value, value)
         return torch.full_like(param, value, memory_format=torch.preserve_format)
+
+    def torch_kernel(self, group: Group, options: AdagradOptions) -> TorchKernel | None:
+        """torch's fused Adagrad, for L2 decay."""
+        if options.weight_decay_mode not in (None, "l2"):
+            return None
+        numbers = {
+            name: as_float(name, group[name]) for name in ("lr", "lr_decay", "weight_decay", "eps")
+        }
+
+        def run(params, grads, states, steps, missing, grad_scale):
+            torch._fused_adagrad_(
+                params,
+                grads,
+                states[0],
+                steps,
+                maximize=group["maximize"],
+                grad_scale=grad_scale,
+                **numbers,
+            )
+
+        return run
 
     def scalars(self, group: Group, state: State, options: AdagradOptions) -> Scalars:
         lr_decay = as_float("lr_decay", group["lr_decay"])

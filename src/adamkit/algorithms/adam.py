@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
 
 from adamkit.algorithms.common import (
@@ -24,7 +25,7 @@ from adamkit.algorithms.common import (
     weight_decay_scalar,
 )
 from adamkit.optimizer import Params, RuleOptimizer, StateDtype
-from adamkit.rule import Group, Rule, Scalars, State
+from adamkit.rule import Group, Rule, Scalars, State, TorchKernel
 
 
 class AdamOptions(NamedTuple):
@@ -35,6 +36,8 @@ class AdamOptions(NamedTuple):
 
 class AdamRule(Rule):
     """Adam's math; see :class:`Adam` for the equations."""
+
+    multi_tensor = True
 
     name = "Adam"
     nonnegative_states = frozenset({"exp_avg_sq", "max_exp_avg_sq"})
@@ -55,6 +58,35 @@ class AdamRule(Rule):
     def state_names(self, options: AdamOptions) -> tuple[str, ...]:
         names = ("exp_avg", "exp_avg_sq")
         return (*names, "max_exp_avg_sq") if options.amsgrad else names
+
+    def torch_kernel(self, group: Group, options: AdamOptions) -> TorchKernel | None:
+        """torch's fused Adam (L2 decay) or AdamW (decoupled by lr), for torch's
+        conventions: bias correction, ε outside the root, AMSGrad's raw maximum."""
+        mode = options.weight_decay_mode
+        if (
+            mode not in (None, "l2", "decoupled_lr")
+            or not group["bias_correction"]
+            or group["eps_mode"] != "paper"
+            or (options.amsgrad and options.amsgrad_max != "raw")
+        ):
+            return None
+        kernel = torch._fused_adamw_ if mode == "decoupled_lr" else torch._fused_adam_
+        beta1, beta2 = betas(group)
+        numbers = {
+            "lr": as_float("lr", group["lr"]),
+            "beta1": beta1,
+            "beta2": beta2,
+            "weight_decay": as_float("weight_decay", group["weight_decay"]),
+            "eps": as_float("eps", group["eps"]),
+            "amsgrad": options.amsgrad,
+            "maximize": group["maximize"],
+        }
+
+        def run(params, grads, states, steps, missing, grad_scale):
+            maxima = states[2] if options.amsgrad else []
+            kernel(params, grads, *states[:2], maxima, steps, grad_scale=grad_scale, **numbers)
+
+        return run
 
     def scalars(self, group: Group, state: State, options: AdamOptions) -> Scalars:
         return adam_scalars(group, state, options.weight_decay_mode, group["bias_correction"])

@@ -32,6 +32,8 @@ class AdamaxOptions(NamedTuple):
 class AdamaxRule(Rule):
     """Adamax's math; see :class:`Adamax` for the equations."""
 
+    multi_tensor = True
+
     name = "Adamax"
     nonnegative_states = frozenset({"exp_inf"})
 

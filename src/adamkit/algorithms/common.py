@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adamkit.backends.multi import TensorList
 from adamkit.rule import Group
 
 WEIGHT_DECAY_MODES = ("l2", "decoupled_lr", "decoupled_schedule")
@@ -207,6 +208,8 @@ def add_eps(root: Tensor, eps: Any) -> Tensor:
 def maximum_(tensor: Tensor, other: Tensor) -> Tensor:
     """``tensor`` ← max(``tensor``, ``other``) in place. Where autograd records the step
     (no ``out=`` there), max's backward keeps a copy of the old ``tensor``."""
+    if isinstance(tensor, TensorList):
+        return tensor.maximum_(other)
     if tensor.requires_grad or other.requires_grad:
         return tensor.copy_(torch.maximum(tensor.clone(), other))
     return torch.maximum(tensor, other, out=tensor)

@@ -35,6 +35,8 @@ class NAdamOptions(NamedTuple):
 class NAdamRule(Rule):
     """NAdam's math; see :class:`NAdam` for the equations."""
 
+    multi_tensor = True
+
     name = "NAdam"
     nonnegative_states = frozenset({"exp_avg_sq"})
     scalar_state_names = ("mu_product",)

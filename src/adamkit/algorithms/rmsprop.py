@@ -34,6 +34,8 @@ class RMSpropOptions(NamedTuple):
 class RMSpropRule(Rule):
     """RMSprop's math; see :class:`RMSprop` for the equations."""
 
+    multi_tensor = True
+
     name = "RMSprop"
     nonnegative_states = frozenset({"square_avg"})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
 
 from adamkit.algorithms.common import (
@@ -19,7 +20,7 @@ from adamkit.algorithms.common import (
     weight_decay_scalar,
 )
 from adamkit.optimizer import Params, RuleOptimizer, StateDtype
-from adamkit.rule import Group, Rule, Scalars, State
+from adamkit.rule import Group, Rule, Scalars, State, TorchKernel
 
 MOMENTUM_FORMS = ("torch", "sutskever", "ema")
 
@@ -37,6 +38,8 @@ class SGDRule(Rule):
     ``θ ← θ − step_size·b`` (Nesterov: ``θ ← θ − step_size·(scale·g + μ·b)``); the forms
     differ only in these four numbers.
     """
+
+    multi_tensor = True
 
     name = "SGD"
 
@@ -64,6 +67,31 @@ class SGDRule(Rule):
 
     def state_names(self, options: SGDOptions) -> tuple[str, ...]:
         return ("momentum_buffer",) if options.momentum else ()
+
+    def torch_kernel(self, group: Group, options: SGDOptions) -> TorchKernel | None:
+        """torch's fused SGD, for torch's momentum form and L2 decay."""
+        if group["momentum_form"] != "torch" or options.weight_decay_mode not in (None, "l2"):
+            return None
+        numbers = {
+            name: as_float(name, group[name])
+            for name in ("weight_decay", "momentum", "lr", "dampening")
+        }
+
+        def run(params, grads, states, steps, missing, grad_scale):
+            # the buffer starts as this step's gradient where it is created
+            first = "momentum_buffer" in missing
+            torch._fused_sgd_(
+                params,
+                grads,
+                states[0] if options.momentum else [],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+                is_first_step=first,
+                grad_scale=grad_scale,
+                **numbers,
+            )
+
+        return run
 
     def scalars(self, group: Group, state: State, options: SGDOptions) -> Scalars:
         lr = as_float("lr", group["lr"])

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adamkit.backends.multi import TensorList
 from adamkit.precision import pack, salt, storage, unpack
 from adamkit.rule import Group, Rule, Scalars, Sums, scalar_dtype
 
@@ -25,7 +26,21 @@ except ImportError:  # a torch built without distributed
     DTensor = ()  # type: ignore[assignment,misc]
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
+# params stepped in one multi-tensor call hold at most this many elements together (128 KB
+# of float32 per tensor): the update's tensors then stay in a core's cache from one op to
+# the next, where one op over every param would stream them all from memory each time
+CHUNK = 1 << 15
 States = MutableMapping[Tensor, dict[str, Any]]
+# params stepped together: (numbers, dtype, device) → (numbers, [param, grad, *state])
+Batches = dict[tuple[Any, ...], tuple[Scalars, list[list[Tensor]]]]
+
+
+def operand(tensor: Tensor) -> Tensor:
+    """What an update steps for a param, its gradient or a state tensor: a DTensor's local
+    shard, a complex tensor's real view."""
+    if isinstance(tensor, DTensor):
+        tensor = tensor.to_local()
+    return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
 
 def real_view(value: Any) -> Any:
@@ -89,7 +104,15 @@ def step_group(
                     f"{tuple(param.shape)}: compact state is kept for plain tensors only"
                 )
     start_step(rule, options, params, states)
-    sums = []
+    maximize = group["maximize"]
+    step = apply_update if update is None else update
+    # many params in one call where each is plain: the rule's own update, without autograd
+    # or a gradient scale, over params, gradients and state of one dtype, device and shape
+    batch = (
+        update is None and rule.multi_tensor and grad_scale is None and not torch.is_grad_enabled()
+    )
+    batches: Batches = {}
+    sums: list[Sums | None] = []
     for param, scalars in zip(params, shared_scalars(rule, group, params, states), strict=True):
         state = states[param]
         for name in state_names:
@@ -100,10 +123,11 @@ def step_group(
             kept = {n: storage(state_dtype, param.dtype, state[n].numel()) for n in state_names}
             kept = {n: form for n, form in kept.items() if form is not None}
         work = {n: unpack(state, n, n not in rule.nonnegative_states) for n in kept}
-        tensors = [work[n] if n in work else real_view(local(state[n])) for n in state_names]
-        target, grad = real_view(local(param)), real_view(local(param.grad))
-        maximize = group["maximize"]
-        step = apply_update if update is None else update
+        tensors = [work[n] if n in work else operand(state[n]) for n in state_names]
+        target, grad = operand(param), operand(param.grad)
+        if batch and not work and add_to_batch(batches, scalars, target, grad, tensors):
+            sums.append(None)
+            continue
         result = step(
             rule, options, maximize, target, grad, state_names, tensors, scalars, grad_scale
         )
@@ -111,7 +135,61 @@ def step_group(
         for name, value in work.items():  # the step count is read (a host sync) only here
             key = salt(int(state["step"]), name)
             pack(state, name, value, kept[name], name not in rule.nonnegative_states, key)
+    step_batches(rule, options, maximize, state_names, batches)
     return sums
+
+
+def add_to_batch(
+    batches: Batches, scalars: Scalars, target: Tensor, grad: Tensor, tensors: list[Tensor]
+) -> bool:
+    """Add a param's operands to the multi-tensor batch of its numbers, dtype and device
+    where it may step there (:func:`alike`, and no Tensor number: a Tensor lr steps each
+    param alone); returns whether it was added."""
+    if not alike(target, grad, tensors) or any(isinstance(v, Tensor) for v in scalars.values()):
+        return False
+    where = (id(scalars), target.dtype, target.device)
+    batches.setdefault(where, (scalars, []))[1].append([target, grad, *tensors])
+    return True
+
+
+def step_batches(
+    rule: Rule, options: Any, maximize: bool, names: Sequence[str], batches: Batches
+) -> None:
+    """Step each batch in multi-tensor calls (:class:`TensorList` operands), a chunk of
+    params at a time (:func:`chunks`); a param alone in its chunk steps as a tensor."""
+    for scalars, members in batches.values():
+        for chunk in chunks(members):
+            operands = [TensorList(column) for column in zip(*chunk, strict=True)]
+            target, grad, *tensors = operands if len(chunk) > 1 else chunk[0]
+            apply_update(rule, options, maximize, target, grad, names, tensors, scalars, None)
+
+
+def alike(target: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> bool:
+    """Whether a param may step with others in one multi-tensor call: its gradient and
+    state of its dtype (not one stepped in float32). Whatever else differs (a shape after
+    ``p.data = ...``) meets the same per-tensor op, and its error, inside the call."""
+    dtype = target.dtype
+    if dtype in LOW_PRECISION or grad.dtype != dtype:
+        return False
+    for tensor in tensors:
+        if tensor.dtype != dtype:
+            return False
+    return True
+
+
+def chunks(members: list[list[Tensor]]) -> list[list[list[Tensor]]]:
+    """Consecutive members of at most CHUNK elements together (one larger alone): the
+    tensors of a chunk stay in the CPU's cache from one op of the update to the next."""
+    result: list[list[list[Tensor]]] = []
+    size = 0
+    for member in members:
+        numel = member[0].numel()
+        if not result or size + numel > CHUNK:
+            result.append([])
+            size = 0
+        result[-1].append(member)
+        size += numel
+    return result
 
 
 def start_step(rule: Rule, options: Any, params: Sequence[Tensor], states: States) -> None:
@@ -129,6 +207,9 @@ def start_step(rule: Rule, options: Any, params: Sequence[Tensor], states: State
     torch._foreach_add_(steps, 1)
 
 
+NUMBER = object()  # marks a 0-dim tensor of state in shared_scalars
+
+
 def shared_scalars(
     rule: Rule, group: Group, params: Sequence[Tensor], states: States
 ) -> list[Scalars]:
@@ -139,19 +220,27 @@ def shared_scalars(
     set and copied to the others. All 0-dim values are read in one host sync."""
     options = rule.options(group)
     entries = [states[param] for param in params]
-    scalar = [v for state in entries for v in state.values() if is_number(v)]
+    numbers: list[Tensor] = []  # the 0-dim tensors of all states, read at once
+    templates = []  # each state's values: NUMBER for a 0-dim tensor, None for another
+    for state in entries:
+        template: list[Any] = []
+        for value in state.values():
+            if not isinstance(value, Tensor):
+                template.append(value)
+            elif value.dim() == 0 and not isinstance(value, DTensor):
+                numbers.append(value)
+                template.append(NUMBER)
+            else:
+                template.append(None)
+        templates.append(template)
     try:
-        values = iter(torch.stack(scalar).tolist() if scalar else [])
+        values = iter(torch.stack(numbers).tolist() if numbers else [])
     except RuntimeError:  # 0-dim state of several dtypes or devices
-        values = iter([v.item() for v in scalar])
+        values = iter([v.item() for v in numbers])
     sets: dict[tuple[Any, ...], Scalars] = {}
     result = []
-    for state in entries:
-        read = tuple(
-            next(values) if is_number(v) else None if isinstance(v, Tensor) else v
-            for v in state.values()
-        )
-        key = (tuple(state), read)
+    for state, template in zip(entries, templates, strict=True):
+        key = (tuple(state), tuple(next(values) if v is NUMBER else v for v in template))
         if key not in sets:
             sets[key] = rule.scalars(group, state, options)
             sets[key, "first"] = state
@@ -162,9 +251,9 @@ def shared_scalars(
     return result
 
 
-def is_number(value: Any) -> bool:
-    """A 0-dim tensor of state: a number the rule's scalars may read."""
-    return isinstance(value, Tensor) and value.dim() == 0 and not isinstance(value, DTensor)
+def as_dtype(tensor: Tensor, dtype: torch.dtype) -> Tensor:
+    """``tensor.to(dtype)``, without the call where it is one already (a call costs µs)."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 def apply_update(
@@ -187,14 +276,15 @@ def apply_update(
     once. The function both backends run: the fused one compiles it."""
     dtype = torch.float32 if param.dtype in LOW_PRECISION else param.dtype
     for tensor in tensors:
-        dtype = torch.promote_types(dtype, tensor.dtype)
-    work = param.to(dtype)
-    grad = grad.to(dtype)
+        if tensor.dtype != dtype:
+            dtype = torch.promote_types(dtype, tensor.dtype)
+    work = as_dtype(param, dtype)
+    grad = as_dtype(grad, dtype)
     if grad_scale is not None:
         grad = (grad / grad_scale).to(dtype)  # a 0-dim grad would promote
     if maximize:
         grad = -grad
-    upcast = [t.to(dtype) for t in tensors]
+    upcast = [as_dtype(t, dtype) for t in tensors]
     sums = rule.update(work, grad, dict(zip(names, upcast, strict=True)), scalars, options)
     for tensor, value in zip([param, *tensors], [work, *upcast], strict=True):
         if value is not tensor:

@@ -6,15 +6,20 @@ them where they are, so anything a training script does to them (``model.to(...)
 ``p.data = ...``, a loaded or edited state, shared memory) is seen at the next step as the
 eager backend sees it.
 
-Per group, the params that step share their numbers (the rule's scalars) where their step
-counts and scalar state agree; those numbers reach the compiled kernel as 0-dim tensors, so
-that no value a user can change is ever part of a compiled graph. Then:
+Per group:
 
+* where torch has a fused kernel for exactly the rule's options (Adam and AdamW in torch's
+  conventions, AMSGrad's raw maximum, SGD's torch momentum, Adagrad; see
+  :meth:`Rule.torch_kernel`), the params whose tensors share one dtype and layout step by
+  it, in one call per dtype and device, as ``torch.optim``'s ``fused=True`` steps them;
+* the params that step share their numbers (the rule's scalars) where their step counts
+  and scalar state agree; those numbers reach the compiled kernel as 0-dim tensors, so
+  that no value a user can change is ever part of a compiled graph;
 * a large param whose param, gradient and state tensors are laid out alike steps in one
-  kernel call over them as flat (memory-order) tensors;
-* small params of one dtype whose tensors are contiguous are packed: their params,
-  gradients and state are concatenated, stepped by one kernel call, and written back (for a
-  model of many small tensors the cost of a call, not the bytes, bounds the step);
+  call of the compiled update over them as flat (memory-order) tensors;
+* small params step in the eager backend's multi-tensor calls (for a model of many small
+  tensors the cost of a call, not the bytes, bounds the step: an op over many tensors
+  costs a few µs per tensor, a kernel call tens);
 * anything else (vectors of ND-Adam along other axes, mixed layouts after a change of
   memory format, compact state, DTensor shards) steps through the eager backend's loop,
   with the compiled kernel where its layout allows it.
@@ -32,21 +37,24 @@ import torch
 from torch import Tensor
 
 from adamkit.backends.eager import (
+    Batches,
     DTensor,
     States,
+    add_to_batch,
     apply_update,
     real_view,
     shared_scalars,
     start_step,
+    step_batches,
 )
 from adamkit.backends.eager import step_group as eager_step_group
 from adamkit.precision import storage
-from adamkit.rule import Group, Rule, Scalars, Sums
+from adamkit.rule import FusedForm, Group, Rule, Scalars, Sums
 
-# params with fewer elements are packed: below it one kernel call per param costs more than
-# copying the param's tensors in and out (2 CPU cores: a call costs ≈ 50 µs, copying 64 k
-# float32 elements ≈ 30 µs)
-PACK_BELOW = 1 << 16
+# params with fewer elements are small: they step in the eager backend's multi-tensor calls
+# (a kernel call costs ≈ 25 µs on 2 CPU cores, an op over 1 000 small tensors ≈ 2 µs each),
+# and a kernel compiled for them is not parallelised
+LARGE = 1 << 16
 
 
 class Kernel:
@@ -177,7 +185,7 @@ def run_kernel(
         grad_scale is None or grad_scale.dtype,
         param.device,
         tuple((t.dtype, t.shape[1:]) for t in stacked),
-        param.numel() >= PACK_BELOW,
+        param.numel() >= LARGE,
     )
     kernel = _KERNELS.get(key)
     if kernel is None:
@@ -214,9 +222,9 @@ class FusedBackend:
     ) -> list[Sums | None]:
         options = rule.options(group)
         state_dtype = group.get("state_dtype")
-        if any(
-            isinstance(p, DTensor) or storage(state_dtype, p.dtype, p.numel()) is not None
-            for p in params
+        if any(isinstance(p, DTensor) for p in params) or (
+            state_dtype is not None
+            and any(storage(state_dtype, p.dtype, p.numel()) is not None for p in params)
         ):
             # sharded params (FSDP2) and compact state step as on the eager backend, each
             # param through the compiled kernel where its layout allows
@@ -225,39 +233,34 @@ class FusedBackend:
         names = tuple(rule.state_names(options))
         maximize = bool(group["maximize"])
         sums: dict[int, Sums | None] = {}
-        packs: dict[tuple[Any, ...], list[tuple[Tensor, ...]]] = {}
+        rest = step_torch_kernel(rule, group, options, params, states, grad_scale)
+        for param in params:
+            sums[id(param)] = None  # the params torch's kernel stepped (the others: below)
         numbers: dict[tuple[Any, ...], Scalars] = {}
-        for param, scalars in zip(params, shared_scalars(rule, group, params, states), strict=True):
+        batches: Batches = {}
+        batch = rule.multi_tensor and grad_scale is None
+        for param, scalars in zip(rest, shared_scalars(rule, group, rest, states), strict=True):
             state = states[param]
             for name in names:
                 if name not in state:
                     state[name] = rule.init_state(name, param, options)
             target, grad = real_view(param), real_view(param.grad)
             tensors = [real_view(state[name]) for name in names]
-            where = (id(scalars), target.dtype, target.device)  # params that share numbers
-            if where not in numbers:
-                numbers[where] = kernel_numbers(scalars, target.device)
+            small = target.numel() < LARGE
+            if batch and small and add_to_batch(batches, scalars, target, grad, tensors):
+                continue
             form = rule.fused_form(target, options)
             stacked = stack(form, target, grad, tensors)
             if stacked is None:
                 arguments = (maximize, target, grad, names, tensors, scalars, grad_scale)
                 sums[id(param)] = apply_update(rule, options, *arguments)
-            elif target.numel() < PACK_BELOW and not rule.per_tensor(group):
-                key = (where, form, tuple(t.dtype for t in tensors))
-                packs.setdefault(key, []).append((param, *stacked))
-            else:
-                arguments = (maximize, stacked, names, numbers[where], grad_scale)
-                sums[id(param)] = run_kernel(rule, form.options, *arguments)
-        for (where, form, _), members in packs.items():
-            arguments = (maximize, names, members, numbers[where], grad_scale)
-            result = step_pack(rule, form.options, *arguments)
-            # the pack's sums go to its first param, zeros to the others: the same totals
-            for index, (param, *_) in enumerate(members):
-                sums[id(param)] = (
-                    result
-                    if result is None or index == 0
-                    else {name: torch.zeros_like(value) for name, value in result.items()}
-                )
+                continue
+            where = (id(scalars), target.dtype, target.device)  # params that share numbers
+            if where not in numbers:
+                numbers[where] = kernel_numbers(scalars, target.device)
+            arguments = (maximize, stacked, names, numbers[where], grad_scale)
+            sums[id(param)] = run_kernel(rule, form.options, *arguments)
+        step_batches(rule, options, maximize, names, batches)
         # the kernels wrote the params in place: their autograd versions move, as in eager
         torch.autograd.graph.increment_version(list(params))
         return [sums[id(param)] for param in params]
@@ -283,6 +286,61 @@ class FusedBackend:
             return apply_update(rule, options, *arguments)
         numbers = kernel_numbers(scalars, param.device)
         return run_kernel(rule, form.options, maximize, stacked, names, numbers, grad_scale)
+
+
+def step_torch_kernel(
+    rule: Rule,
+    group: Group,
+    options: Any,
+    params: Sequence[Tensor],
+    states: States,
+    grad_scale: Tensor | None,
+) -> list[Tensor]:
+    """Step the params that torch's own fused kernel for this update can (see
+    :meth:`Rule.torch_kernel`): its tensors of one dtype, contiguous or laid out alike, its
+    missing state then created. Returns the params left to step."""
+    kernel = rule.torch_kernel(group, options)
+    if kernel is None:
+        return list(params)
+    names = rule.state_names(options)
+    rest = []
+    lists: dict[tuple[Any, ...], list[list[Tensor]]] = {}
+    for param in params:
+        state = states[param]
+        missing = tuple(name for name in names if name not in state)
+        # state created for the step is zeros like the param: of its dtype and layout
+        held = [state[name] for name in names if name not in missing]
+        laid = torch_layout(param, param.grad, held)
+        if laid is None:
+            rest.append(param)
+            continue
+        if missing or param.is_complex():
+            for name in missing:
+                state[name] = rule.init_state(name, param, options)
+            tensors = [real_view(state[name]) for name in names]
+            laid = torch_layout(real_view(param), real_view(param.grad), tensors)
+        lists.setdefault((missing, laid[0].dtype, laid[0].device), []).append(
+            [*laid, state["step"]]  # type: ignore[list-item]
+        )
+    for (missing, _, _), members in lists.items():
+        target, grad, *tensors, steps = (list(column) for column in zip(*members, strict=True))
+        kernel(target, grad, tensors, steps, missing, grad_scale)
+    return rest
+
+
+def torch_layout(param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list | None:
+    """``param``, ``grad`` and the state ``tensors`` as torch's fused kernels take them:
+    one dtype, and contiguous or (as 1-D views in memory order) laid out alike; None
+    otherwise."""
+    dtype, shape = param.dtype, param.shape
+    every = [param, grad, *tensors]
+    for tensor in every:
+        if tensor.dtype != dtype:
+            return None
+    for tensor in every:
+        if not tensor.is_contiguous() or tensor.shape != shape:
+            return stack(FusedForm(0, None), param, grad, tensors)
+    return every
 
 
 def stack(form: Any, param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list | None:
@@ -312,31 +370,3 @@ def stack(form: Any, param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> 
     if not dense or any(tensor.stride() != param.stride() for tensor in every):
         return None
     return [tensor.as_strided((tensor.numel(),), (1,)) for tensor in every]
-
-
-def step_pack(
-    rule: Rule,
-    options: Any,
-    maximize: bool,
-    names: Sequence[str],
-    members: Sequence[Sequence[Tensor]],
-    numbers: Scalars,
-    grad_scale: Tensor | None,
-) -> Sums | None:
-    """Step small params in one kernel call: their stacked params, gradients and state
-    concatenated, stepped, and the params and state written back."""
-    params = [member[1] for member in members]  # each: param, its stacked param, grad, state
-    grads = [member[2] for member in members]
-    states = [member[3:] for member in members]
-    flat_param, flat_grad = torch.cat(params), torch.cat(grads)
-    flat_states = [torch.cat([tensors[i] for tensors in states]) for i in range(len(names))]
-    if not flat_param.numel():
-        return None
-    stacked = [flat_param, flat_grad, *flat_states]
-    result = run_kernel(rule, options, maximize, stacked, names, numbers, grad_scale)
-    targets = params + [tensors[i] for i in range(len(names)) for tensors in states]
-    sources = list(flat_param.split([p.shape[0] for p in params]))
-    for i, flat in enumerate(flat_states):
-        sources += flat.split([tensors[i].shape[0] for tensors in states])
-    torch._foreach_copy_(targets, sources)
-    return result

@@ -1,0 +1,99 @@
+"""Many tensors as one operand of a rule's update: each op one ``torch._foreach_*`` call.
+
+A rule's :meth:`~adamkit.rule.Rule.update` is written once, for a tensor. Given
+:class:`TensorList` operands instead (params, gradients and each state of many params of
+one dtype and device), the same code runs every op over all of them at once: one Python
+call per op instead of one per op and param, which is what a step over many small params
+costs. Each ``torch._foreach_*`` op computes every tensor as the op on that tensor would
+(on the CPU it runs that op per tensor), so the numbers are the per-tensor numbers, bit for
+bit. Only the ops the rules of :data:`MULTI_TENSOR_RULES` use are provided; reductions
+(SWATS, ND-Adam) have no multi-tensor form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _operands(other: Any) -> Any:
+    """The tensors of a TensorList, or a number as it is."""
+    return other.tensors if isinstance(other, TensorList) else other
+
+
+class TensorList:
+    """Tensors of one dtype and device, each op applied to every one of them."""
+
+    __slots__ = ("tensors",)
+    requires_grad = False  # multi-tensor steps run without autograd only
+
+    def __init__(self, tensors: Sequence[Tensor]) -> None:
+        self.tensors = list(tensors)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.tensors[0].dtype
+
+    def clone(self) -> TensorList:
+        return TensorList([tensor.clone() for tensor in self.tensors])
+
+    def __neg__(self) -> TensorList:
+        return TensorList(torch._foreach_neg(self.tensors))
+
+    def abs(self) -> TensorList:
+        return TensorList(torch._foreach_abs(self.tensors))
+
+    def sqrt(self) -> TensorList:
+        return TensorList(torch._foreach_sqrt(self.tensors))
+
+    def sqrt_(self) -> TensorList:
+        torch._foreach_sqrt_(self.tensors)
+        return self
+
+    def add(self, other: Any, *, alpha: float = 1) -> TensorList:
+        if isinstance(other, TensorList):
+            return TensorList(torch._foreach_add(self.tensors, other.tensors, alpha=alpha))
+        return TensorList(torch._foreach_add(self.tensors, other))
+
+    def add_(self, other: Any, *, alpha: float = 1) -> TensorList:
+        if isinstance(other, TensorList):
+            torch._foreach_add_(self.tensors, other.tensors, alpha=alpha)
+        else:
+            torch._foreach_add_(self.tensors, other)
+        return self
+
+    def mul(self, other: Any) -> TensorList:
+        return TensorList(torch._foreach_mul(self.tensors, _operands(other)))
+
+    def mul_(self, other: Any) -> TensorList:
+        torch._foreach_mul_(self.tensors, _operands(other))
+        return self
+
+    def div(self, other: Any) -> TensorList:
+        return TensorList(torch._foreach_div(self.tensors, _operands(other)))
+
+    __truediv__ = div
+
+    def lerp_(self, end: TensorList, weight: float) -> TensorList:
+        torch._foreach_lerp_(self.tensors, end.tensors, weight)
+        return self
+
+    def addcmul(self, first: TensorList, second: TensorList, *, value: float = 1) -> TensorList:
+        return TensorList(
+            torch._foreach_addcmul(self.tensors, first.tensors, second.tensors, value)
+        )
+
+    def addcmul_(self, first: TensorList, second: TensorList, *, value: float = 1) -> TensorList:
+        torch._foreach_addcmul_(self.tensors, first.tensors, second.tensors, value)
+        return self
+
+    def addcdiv_(self, first: TensorList, second: TensorList, *, value: float = 1) -> TensorList:
+        torch._foreach_addcdiv_(self.tensors, first.tensors, second.tensors, value)
+        return self
+
+    def maximum_(self, other: TensorList) -> TensorList:
+        torch._foreach_maximum_(self.tensors, other.tensors)
+        return self
