@@ -220,18 +220,34 @@ def test_zero_grad_without_none_steps_as_eager_and_keeps_the_gradients():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_auto_steps_eagerly_at_every_size():
-    """backend="auto": the eager backend, small model or large (the fused one is not yet
-    faster on the CPU; docs/performance.md)."""
-    from adamkit.backends import EagerBackend
-
-    for size in (10, 1_000_000):
-        params = [torch.zeros(size, requires_grad=True)]
-        optimizer = adamkit.SGD(params, lr=0.1, backend="auto")
-        params[0].grad = torch.ones_like(params[0])
-        optimizer.step()
-        assert isinstance(optimizer._runner, EagerBackend)
-        assert torch.equal(params[0], torch.full_like(params[0], -0.1))
+@pytest.mark.parametrize("cls", [adamkit.AdamW, adamkit.NAdam])
+def test_auto_uses_torchs_kernel_or_the_eager_backend_and_compiles_nothing(cls, monkeypatch):
+    """backend="auto": torch's fused kernel where torch has the update (AdamW), the eager
+    backend's numbers bit for bit elsewhere (NAdam); never a compile."""
+    calls = []
+    original = torch._fused_adamw_
+    monkeypatch.setattr(torch, "_fused_adamw_", lambda *a, **k: calls.append(original(*a, **k)))
+    counters = torch._dynamo.utils.counters["stats"]
+    before = counters["unique_graphs"]
+    generator = torch.Generator().manual_seed(0)
+    base = [torch.randn(size, generator=generator) for size in (10, 100_000)]
+    sides = []
+    for backend in ("eager", "auto"):
+        params = [p.clone().requires_grad_() for p in base]
+        sides.append((params, cls(params, backend=backend)))
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=generator) for p in base]
+        for params, optimizer in sides:
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+    assert counters["unique_graphs"] == before
+    assert len(calls) == (3 if cls is adamkit.AdamW else 0)
+    for p, q in zip(sides[0][0], sides[1][0], strict=True):
+        if calls:
+            torch.testing.assert_close(q, p, rtol=1e-6, atol=0)
+        else:
+            assert torch.equal(q, p)
 
 
 def random_feed(steps, seed, before=None):

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from adamkit.backends import BACKENDS, Backend, check_backend, choose_backend
+from adamkit.backends import BACKENDS, Backend, check_backend
 from adamkit.backends.eager import DTensor, local
 from adamkit.backends.fused import FusedBackend
 from adamkit.precision import ABSMAX, blocks_of, check_state_dtype, loaded_entries, storage
@@ -312,10 +312,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         """
         if self._runner is not None:
             return isinstance(self._runner, FusedBackend)
-        return self._chosen_backend() == "fused"
-
-    def _chosen_backend(self) -> str:
-        return choose_backend(self.backend)
+        return self.backend == "fused"
 
     # a compiled training step runs the optimizer's step eagerly (a graph break): the step
     # reads its scalars on the host, and the fused backend runs kernels compiled on their own
@@ -352,7 +349,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             return  # GradScaler saw an inf or NaN: params, state and step untouched
         grad_scale = getattr(self, "grad_scale", None)
         if self._runner is None:
-            self._runner = BACKENDS[self._chosen_backend()]()
+            self._runner = BACKENDS[self.backend]()
         step_group = self._runner.step_group
         with_grad = [
             [p for p in group["params"] if p.grad is not None] for group in self.param_groups

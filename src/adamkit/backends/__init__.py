@@ -32,19 +32,14 @@ class EagerBackend:
     step_group = staticmethod(eager.step_group)
 
 
-BACKENDS: dict[str, type[Backend]] = {"eager": EagerBackend, "fused": fused.FusedBackend}
-CHOICES = (*BACKENDS, "auto")
+BACKENDS: dict[str, type[Backend]] = {
+    "eager": EagerBackend,
+    "fused": fused.FusedBackend,
+    "auto": fused.AutoBackend,
+}
+CHOICES = tuple(BACKENDS)
 
 
 def check_backend(name: str) -> None:
     if name not in CHOICES:
         raise ValueError(f"Invalid backend: {name!r}, expected one of {CHOICES}")
-
-
-def choose_backend(name: str) -> str:
-    """The backend that runs: ``name``; ``"auto"`` picks the eager backend, whatever the
-    model's size. The fused backend steps params where they lie since
-    issue 16, and on 2 CPU cores it is not yet faster than the eager one at any size
-    measured (docs/performance.md): auto will pick it where benchmarks/loop.py shows it
-    pays."""
-    return "eager" if name == "auto" else name

@@ -204,7 +204,8 @@ def start_step(rule: Rule, options: Any, params: Sequence[Tensor], states: State
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
         steps.append(state["step"])
-    torch._foreach_add_(steps, 1)
+    if steps:
+        torch._foreach_add_(steps, 1)
 
 
 NUMBER = object()  # marks a 0-dim tensor of state in shared_scalars

@@ -221,19 +221,15 @@ class FusedBackend:
         grad_scale: Tensor | None = None,
     ) -> list[Sums | None]:
         options = rule.options(group)
-        state_dtype = group.get("state_dtype")
-        if any(isinstance(p, DTensor) for p in params) or (
-            state_dtype is not None
-            and any(storage(state_dtype, p.dtype, p.numel()) is not None for p in params)
-        ):
+        if eager_only(group, params):
             # sharded params (FSDP2) and compact state step as on the eager backend, each
             # param through the compiled kernel where its layout allows
             return eager_step_group(rule, group, params, states, grad_scale, self.per_tensor)
-        start_step(rule, options, params, states)
+        rest = step_torch_kernel(rule, group, options, params, states, grad_scale)
+        start_step(rule, options, rest, states)
         names = tuple(rule.state_names(options))
         maximize = bool(group["maximize"])
         sums: dict[int, Sums | None] = {}
-        rest = step_torch_kernel(rule, group, options, params, states, grad_scale)
         for param in params:
             sums[id(param)] = None  # the params torch's kernel stepped (the others: below)
         numbers: dict[tuple[Any, ...], Scalars] = {}
@@ -300,7 +296,7 @@ def step_torch_kernel(
     :meth:`Rule.torch_kernel`): its tensors of one dtype, contiguous or laid out alike, its
     missing state then created. Returns the params left to step."""
     kernel = rule.torch_kernel(group, options)
-    if kernel is None:
+    if kernel is None or torch.is_grad_enabled():  # no kernel of torch's records autograd
         return list(params)
     names = rule.state_names(options)
     rest = []
@@ -319,13 +315,48 @@ def step_torch_kernel(
                 state[name] = rule.init_state(name, param, options)
             tensors = [real_view(state[name]) for name in names]
             laid = torch_layout(real_view(param), real_view(param.grad), tensors)
-        lists.setdefault((missing, laid[0].dtype, laid[0].device), []).append(
-            [*laid, state["step"]]  # type: ignore[list-item]
-        )
+        lists.setdefault((missing, laid[0].dtype, laid[0].device), []).append([param, *laid])
+    start_step(
+        rule, options, [param for members in lists.values() for param, *_ in members], states
+    )
     for (missing, _, _), members in lists.items():
-        target, grad, *tensors, steps = (list(column) for column in zip(*members, strict=True))
+        owners, target, grad, *tensors = (list(column) for column in zip(*members, strict=True))
+        steps = [states[param]["step"] for param in owners]
         kernel(target, grad, tensors, steps, missing, grad_scale)
     return rest
+
+
+def eager_only(group: Group, params: Sequence[Tensor]) -> bool:
+    """Whether a group steps on the eager backend whatever the backend asked: DTensor
+    shards (FSDP2) and compact state."""
+    state_dtype = group.get("state_dtype")
+    return any(isinstance(p, DTensor) for p in params) or (
+        state_dtype is not None
+        and any(storage(state_dtype, p.dtype, p.numel()) is not None for p in params)
+    )
+
+
+class AutoBackend:
+    """``backend="auto"``: torch's fused kernel where torch has the rule's update for the
+    group's options (:meth:`Rule.torch_kernel`), over the params it can take; the eager
+    backend for everything else. Never a compile, and never slower than torch.optim's
+    default construction of the same optimizer."""
+
+    def step_group(
+        self,
+        rule: Rule,
+        group: Group,
+        params: Sequence[Tensor],
+        states: States,
+        grad_scale: Tensor | None = None,
+    ) -> list[Sums | None]:
+        rest = list(params)
+        if grad_scale is None and not eager_only(group, params):
+            rest = step_torch_kernel(rule, group, rule.options(group), params, states, None)
+        sums: dict[int, Sums | None] = dict.fromkeys(map(id, params))
+        for param, result in zip(rest, eager_step_group(rule, group, rest, states), strict=True):
+            sums[id(param)] = result
+        return [sums[id(param)] for param in params]
 
 
 def torch_layout(param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list | None:
