@@ -97,7 +97,7 @@ def main() -> None:
     print("ratio = reference's share of the iteration / ours (above 1: faster)")
     for size in arguments.sizes.split(","):
         total, count = map(int, size.split("x"))
-        repeats = max(1, min(50, 20_000_000 // max(total, 1)))
+        repeats = max(5, min(50, 20_000_000 // max(total, 1)))
         print(f"\n{total:,} params in {count} tensors ({repeats} iterations per sample)")
         print(f"{'algorithm':<14}{'share ms':>10}{'vs fused AdamW':>16}{'default vs default':>20}")
         params, constants = make_model(total, count)

@@ -165,11 +165,12 @@ def step_batches(
 
 
 def alike(target: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> bool:
-    """Whether a param may step with others in one multi-tensor call: its gradient and
-    state of its dtype (not one stepped in float32). Whatever else differs (a shape after
-    ``p.data = ...``) meets the same per-tensor op, and its error, inside the call."""
+    """Whether a param may step with others in one multi-tensor call: its state of its
+    dtype (not one stepped in float32; the gradient's dtype and shape are the param's, the
+    optimizer checks them). Whatever else differs (a state's shape after ``p.data = ...``)
+    meets the same per-tensor op, and its error, inside the call."""
     dtype = target.dtype
-    if dtype in LOW_PRECISION or grad.dtype != dtype:
+    if dtype in LOW_PRECISION:
         return False
     for tensor in tensors:
         if tensor.dtype != dtype:

@@ -303,9 +303,9 @@ def step_torch_kernel(
     lists: dict[tuple[Any, ...], list[list[Tensor]]] = {}
     for param in params:
         state = states[param]
-        missing = tuple(name for name in names if name not in state)
+        held = [state[name] for name in names if name in state]
+        missing = () if len(held) == len(names) else tuple(n for n in names if n not in state)
         # state created for the step is zeros like the param: of its dtype and layout
-        held = [state[name] for name in names if name not in missing]
         laid = torch_layout(param, param.grad, held)
         if laid is None:
             rest.append(param)
@@ -361,17 +361,17 @@ class AutoBackend:
 
 def torch_layout(param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list | None:
     """``param``, ``grad`` and the state ``tensors`` as torch's fused kernels take them:
-    one dtype, and contiguous or (as 1-D views in memory order) laid out alike; None
-    otherwise."""
+    one dtype (the gradient's is the param's: the optimizer checks it), and contiguous or
+    (as 1-D views in memory order) laid out alike; None otherwise."""
     dtype, shape = param.dtype, param.shape
-    every = [param, grad, *tensors]
-    for tensor in every:
+    contiguous = param.is_contiguous() and grad.is_contiguous()
+    for tensor in tensors:
         if tensor.dtype != dtype:
             return None
-    for tensor in every:
-        if not tensor.is_contiguous() or tensor.shape != shape:
-            return stack(FusedForm(0, None), param, grad, tensors)
-    return every
+        contiguous = contiguous and tensor.is_contiguous() and tensor.shape == shape
+    if contiguous:
+        return [param, grad, *tensors]
+    return stack(FusedForm(0, None), param, grad, tensors)
 
 
 def stack(form: Any, param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list | None:
