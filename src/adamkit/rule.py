@@ -99,11 +99,6 @@ class Rule(ABC):
         step creates (zeros)."""
         return None
 
-    def per_tensor(self, group: Group) -> bool:
-        """Whether the sums an update returns must be per tensor (the fused backend then
-        runs each param of ``group`` as a buffer of its own)."""
-        return False
-
     @abstractmethod
     def validate(self, group: Group) -> None:
         """Raise ``ValueError``/``TypeError`` naming the first bad hyperparameter."""

@@ -65,9 +65,6 @@ class SWATSRule(Rule):
                 f"Invalid switch threshold: switch_tolerance={group['switch_tolerance']}"
             )
 
-    def per_tensor(self, group: Group) -> bool:
-        return group["granularity"] == "tensor"
-
     def options(self, group: Group) -> SWATSOptions:
         return SWATSOptions(weight_decay_mode(group))
 
@@ -270,7 +267,7 @@ class SWATS(RuleOptimizer):
             (block-wise dynamic quantization, Dettmers et al. 2022); see
             :mod:`adamkit.precision`.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md;
-            fused, the sums of a group are taken over its packed small params in one call).
+            fused, each param's update is one call of the compiled kernel).
 
     State, per param: ``step``, ``exp_avg``, ``exp_avg_sq``, and the switch as plain
     numbers: ``sgd_lr_average`` (λ), ``sgd_lr`` (Λ, 0 before the switch), ``switch_step``
