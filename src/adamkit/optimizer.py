@@ -175,15 +175,16 @@ class RuleOptimizer(torch.optim.Optimizer):
                 if value is not None and not isinstance(value, Tensor):
                     param_state[name] = torch.tensor(float(value), dtype=scalar_dtype())
 
-    def _check_grad(self, param: Tensor, where: str) -> None:
+    def _check_grad(self, param: Tensor, group: int, position: int) -> None:
         """Refuse, before the step changes anything, a gradient no update can take."""
         grad = param.grad
         if grad.is_sparse:
             raise RuntimeError(f"{self.rule.name} does not support sparse gradients")
         if grad.shape != param.shape or grad.dtype != param.dtype:
             raise RuntimeError(
-                f"{where}: gradient of shape {tuple(grad.shape)} and dtype {grad.dtype} for a "
-                f"param of shape {tuple(param.shape)} and dtype {param.dtype}"
+                f"group {group}, param {position}: gradient of shape {tuple(grad.shape)} and "
+                f"dtype {grad.dtype} for a param of shape {tuple(param.shape)} and dtype "
+                f"{param.dtype}"
             )
 
     def _check_loadable(self, state_dict: Any) -> None:
@@ -361,7 +362,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                 raise type(error)(f"group {index}: {error}") from None
             for position, p in enumerate(group["params"]):
                 if p.grad is not None:
-                    self._check_grad(p, f"group {index}, param {position}")
+                    self._check_grad(p, index, position)
         if self.skip_nonfinite and not all_finite([p.grad for ps in with_grad for p in ps]):
             self.skipped_steps += 1
             if self.skipped_steps == 1:

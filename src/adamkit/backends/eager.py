@@ -145,10 +145,15 @@ def add_to_batch(
     """Add a param's operands to the multi-tensor batch of its numbers, dtype and device
     where it may step there (:func:`alike`, and no Tensor number: a Tensor lr steps each
     param alone); returns whether it was added."""
-    if not alike(target, grad, tensors) or any(isinstance(v, Tensor) for v in scalars.values()):
+    if not alike(target, grad, tensors):
         return False
     where = (id(scalars), target.dtype, target.device)
-    batches.setdefault(where, (scalars, []))[1].append([target, grad, *tensors])
+    batch = batches.get(where)
+    if batch is None:  # the first param of these numbers: are they all plain?
+        if any(isinstance(value, Tensor) for value in scalars.values()):
+            return False
+        batch = batches[where] = (scalars, [])
+    batch[1].append([target, grad, *tensors])
     return True
 
 
