@@ -340,8 +340,7 @@ def eager_only(group: Group, params: Sequence[Tensor]) -> bool:
 class AutoBackend:
     """``backend="auto"``: torch's fused kernel where torch has the rule's update for the
     group's options (:meth:`Rule.torch_kernel`), over the params it can take; the eager
-    backend for everything else. Never a compile, and never slower than torch.optim's
-    default construction of the same optimizer."""
+    backend for everything else. Never a compile."""
 
     def step_group(
         self,
