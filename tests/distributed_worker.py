@@ -238,8 +238,11 @@ def ddp(rank: int, folder: Path) -> dict[str, Any]:
                 "switch": switch_steps(model.parameters(), optimizer),
                 "reference_switch": switch_steps(reference.parameters(), reference_optimizer),
                 # how often the first layer's weight was stepped, in DDP and the reference
+                # (None: the rule keeps no step count, as torch's SGD)
                 "first_layer_steps": [
                     int(opt.state[first_layer(net).weight]["step"])
+                    if opt.rule.counts_steps(opt.param_groups[0])
+                    else None
                     for net, opt in ((model, optimizer), (reference, reference_optimizer))
                 ],
             }

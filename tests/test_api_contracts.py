@@ -146,7 +146,10 @@ def test_repr_names_the_class_and_every_hyperparameter(info, config):
     for key in optimizer.defaults:
         assert f"    {key}: " in text, key
     run(optimizer, params, gradient_script(1, torch.float32))
-    assert all(optimizer.state[p] for p in params)
+    group = optimizer.param_groups[0]
+    rule = optimizer.rule
+    keeps = bool(rule.state_names(rule.options(group))) or rule.counts_steps(group)
+    assert all(bool(optimizer.state[p]) == keeps for p in params)  # torch's SGD: none
 
 
 # ---------------------------------------------------------------- A6
@@ -178,12 +181,13 @@ def test_state_invariants(shapes, scale, seed, record):
         for index, (param, grad) in enumerate(zip(params, grads, strict=True)):
             skip = index == len(params) - 1 and len(params) > 1 and t % 2
             param.grad = None if skip else scale * grad
-        counts = [float(optimizer.state[p]["step"]) if optimizer.state[p] else 0 for p in params]
+        counting = optimizer.rule.counts_steps(optimizer.param_groups[0])
+        counts = [float(optimizer.state[p].get("step", 0)) for p in params]
         optimizer.step()
         for index, param in enumerate(params):
             state = optimizer.state[param]
             had = params[index].grad is not None
-            assert (float(state["step"]) if state else 0) == counts[index] + had
+            assert float(state.get("step", 0)) == counts[index] + (had and counting)
             for name in SECOND_MOMENTS:
                 if name in state:
                     assert (state[name] >= 0).all(), name

@@ -127,8 +127,10 @@ def test_ddp_equals_single_process(ddp_results):
         assert result["difference"] <= TOLERANCE, (name, result)
         assert result["replicas_agree"], name
         assert result["switch"] == result["reference_switch"], (name, result)
-        if name.endswith("-unused"):
-            assert result["first_layer_steps"] == [worker.STEPS - len(worker.FROZEN)] * 2, name
+        steps = result["first_layer_steps"]
+        if name.endswith("-unused") and steps != [None, None]:  # None: SGD counts no steps
+            assert steps == [worker.STEPS - len(worker.FROZEN)] * 2, name
+        assert steps != [None, None] or name.split("(")[0] in ("SGD", "SGDW"), name
     for backend in ("eager", "fused"):
         assert_swats_switched_mid_run(results[f"{swats_switch(backend)}-plain"]["switch"])
 

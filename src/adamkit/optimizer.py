@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from adamkit.backends import BACKENDS, Backend, check_backend
-from adamkit.backends.eager import DTensor, local
+from adamkit.backends.eager import is_dtensor, local
 from adamkit.backends.fused import FusedBackend
 from adamkit.precision import ABSMAX, blocks_of, check_state_dtype, loaded_entries, storage
 from adamkit.rule import Group, GroupStep, Rule, scalar_dtype
@@ -317,7 +317,7 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     # a compiled training step runs the optimizer's step eagerly (a graph break): the step
     # reads its scalars on the host, and the fused backend runs kernels compiled on their own
-    @torch.compiler.disable
+    @torch._disable_dynamo  # torch.compiler.disable, importing dynamo at the first step
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step.
 
@@ -397,7 +397,7 @@ def all_finite(grads: Sequence[Tensor]) -> bool:
     )
     groups = {}
     for grad, shard in zip(grads, shards, strict=True):
-        if isinstance(grad, DTensor):
+        if is_dtensor(grad):
             for dim, placement in enumerate(grad.placements):
                 if placement.is_shard():
                     group = grad.device_mesh.get_group(dim)

@@ -63,7 +63,8 @@ class Rule(ABC):
     """One optimizer algorithm, as the pieces a backend needs.
 
     ``step`` is counted by the backend (``state["step"]``, a 0-dim tensor, torch's
-    convention) and advanced before :meth:`scalars` is called, so ``t`` starts at 1.
+    convention; where :meth:`counts_steps`) and advanced before :meth:`scalars` is called,
+    so ``t`` starts at 1.
     """
 
     name: ClassVar[str]
@@ -77,6 +78,11 @@ class Rule(ABC):
     # whether :meth:`update` uses only the ops of adamkit.backends.multi.TensorList and
     # returns nothing: the eager backend may then step many params in one call
     multi_tensor: ClassVar[bool] = False
+
+    def counts_steps(self, group: Group) -> bool:
+        """Whether this group's params keep ``state["step"]``: every rule but SGD in torch's
+        momentum form, whose update never reads it (torch's SGD keeps no step either)."""
+        return True
 
     def fused_form(self, param: Tensor, options: Any) -> FusedForm | None:
         """How the fused backend may stack ``param`` with others of its group, dtype and

@@ -62,6 +62,11 @@ class SGDRule(Rule):
         elif group["bias_correction"]:
             raise ValueError("bias_correction applies to momentum_form='ema' only")
 
+    def counts_steps(self, group: Group) -> bool:
+        """Only the EMA form's bias correction and compact state's stochastic rounding read
+        the step count; torch's SGD keeps none, so neither does its form here."""
+        return group["momentum_form"] == "ema" or group.get("state_dtype") is not None
+
     def options(self, group: Group) -> SGDOptions:
         return SGDOptions(weight_decay_mode(group), group["momentum"] != 0, group["nesterov"])
 
@@ -193,7 +198,8 @@ class SGD(RuleOptimizer):
             :mod:`adamkit.precision`.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
-    State: ``step`` and, with momentum, ``momentum_buffer`` (b, v or m).
+    State: with momentum, ``momentum_buffer`` (b, v or m); ``step`` in the EMA form and
+    with compact state only (torch's SGD keeps no step count).
     """
 
     rule = SGDRule()

@@ -10,6 +10,7 @@ update computes in it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -19,11 +20,6 @@ from torch import Tensor
 from adamkit.backends.multi import TensorList
 from adamkit.precision import pack, salt, storage, unpack
 from adamkit.rule import Group, Rule, Scalars, Sums, scalar_dtype
-
-try:
-    from torch.distributed.tensor import DTensor
-except ImportError:  # a torch built without distributed
-    DTensor = ()  # type: ignore[assignment,misc]
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 # params stepped in one multi-tensor call hold at most this many elements together (128 KB
@@ -35,10 +31,18 @@ States = MutableMapping[Tensor, dict[str, Any]]
 Batches = dict[tuple[Any, ...], tuple[Scalars, list[list[Tensor]]]]
 
 
+def is_dtensor(value: Any) -> bool:
+    """Whether ``value`` is a DTensor (FSDP2's shard of a param), without importing
+    torch.distributed.tensor (a second of every ``import adamkit``): where nothing has
+    imported it, no DTensor exists."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(value, module.DTensor)
+
+
 def operand(tensor: Tensor) -> Tensor:
     """What an update steps for a param, its gradient or a state tensor: a DTensor's local
     shard, a complex tensor's real view."""
-    if isinstance(tensor, DTensor):
+    if is_dtensor(tensor):
         tensor = tensor.to_local()
     return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
@@ -52,7 +56,7 @@ def real_view(value: Any) -> Any:
 def local(value: Any) -> Any:
     """A DTensor's local shard (the tensor its in-place updates write); anything else as
     it is."""
-    return value.to_local() if isinstance(value, DTensor) else value
+    return value.to_local() if is_dtensor(value) else value
 
 
 def check_shardable(rule: Rule, param: Tensor, options: Any) -> None:
@@ -67,7 +71,7 @@ def check_shardable(rule: Rule, param: Tensor, options: Any) -> None:
 def reduce_sums(param: Tensor, sums: Sums | None) -> Sums | None:
     """Sums an update returned over a DTensor's local shard, added over the shards (the
     mesh dims it is sharded along): every rank then holds the param's sums."""
-    if sums is None or not isinstance(param, DTensor):
+    if sums is None or not is_dtensor(param):
         return sums
     names = list(sums)
     stacked = torch.stack([sums[name] for name in names])
@@ -96,14 +100,14 @@ def step_group(
     state_names = rule.state_names(options)
     state_dtype = group.get("state_dtype")
     for param in params:
-        if isinstance(param, DTensor):  # FSDP2: each rank steps its shard
+        if is_dtensor(param):  # FSDP2: each rank steps its shard
             check_shardable(rule, param, options)
             if storage(state_dtype, param.dtype, param.numel()) not in (None, torch.float32):
                 raise NotImplementedError(
                     f"state_dtype={state_dtype!r} for a DTensor param (FSDP2) of shape "
                     f"{tuple(param.shape)}: compact state is kept for plain tensors only"
                 )
-    start_step(rule, options, params, states)
+    start_step(rule, group, options, params, states)
     maximize = group["maximize"]
     step = apply_update if update is None else update
     # many params in one call where each is plain: the rule's own update, without autograd
@@ -198,18 +202,22 @@ def chunks(members: list[list[Tensor]]) -> list[list[list[Tensor]]]:
     return result
 
 
-def start_step(rule: Rule, options: Any, params: Sequence[Tensor], states: States) -> None:
-    """Create each param's ``step`` (and the rule's scalar state) where missing and advance
-    every step count by one."""
+def start_step(
+    rule: Rule, group: Group, options: Any, params: Sequence[Tensor], states: States
+) -> None:
+    """Create the rule's scalar state and each param's ``step`` where missing and advance
+    every step count by one (where the rule counts steps, :meth:`Rule.counts_steps`)."""
+    counts = rule.counts_steps(group)
     steps = []
     for param in params:
         state = states[param]
-        if "step" not in state:
+        if counts and "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
         for name in rule.scalar_state_names:
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
-        steps.append(state["step"])
+        if counts:
+            steps.append(state["step"])
     if steps:
         torch._foreach_add_(steps, 1)
 
@@ -234,7 +242,7 @@ def shared_scalars(
         for value in state.values():
             if not isinstance(value, Tensor):
                 template.append(value)
-            elif value.dim() == 0 and not isinstance(value, DTensor):
+            elif value.dim() == 0 and not is_dtensor(value):
                 numbers.append(value)
                 template.append(NUMBER)
             else:

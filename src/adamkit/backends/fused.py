@@ -39,10 +39,10 @@ from torch import Tensor
 from adamkit.backends.eager import (
     LOW_PRECISION,
     Batches,
-    DTensor,
     States,
     add_to_batch,
     apply_update,
+    is_dtensor,
     real_view,
     shared_scalars,
     start_step,
@@ -50,7 +50,7 @@ from adamkit.backends.eager import (
 )
 from adamkit.backends.eager import step_group as eager_step_group
 from adamkit.precision import storage
-from adamkit.rule import FusedForm, Group, Rule, Scalars, Sums
+from adamkit.rule import FusedForm, Group, Rule, Scalars, Sums, scalar_dtype
 
 # params with fewer elements are small: they step in the eager backend's multi-tensor calls
 # (a kernel call costs ≈ 25 µs on 2 CPU cores, an op over 1 000 small tensors ≈ 2 µs each),
@@ -227,7 +227,7 @@ class FusedBackend:
             # param through the compiled kernel where its layout allows
             return eager_step_group(rule, group, params, states, grad_scale, self.per_tensor)
         rest = step_torch_kernel(rule, group, options, params, states, grad_scale)
-        start_step(rule, options, rest, states)
+        start_step(rule, group, options, rest, states)
         names = tuple(rule.state_names(options))
         maximize = bool(group["maximize"])
         sums: dict[int, Sums | None] = {}
@@ -295,12 +295,15 @@ def step_torch_kernel(
 ) -> list[Tensor]:
     """Step the params that torch's own fused kernel for this update can (see
     :meth:`Rule.torch_kernel`): its tensors of one dtype, contiguous or laid out alike, its
-    missing state then created. Returns the params left to step."""
+    missing state then created (rules with a kernel of torch's keep no scalar state but
+    ``step``). Returns the params left to step."""
     kernel = rule.torch_kernel(group, options)
     if kernel is None or torch.is_grad_enabled():  # no kernel of torch's records autograd
         return list(params)
     names = rule.state_names(options)
+    counts = rule.counts_steps(group)
     rest = []
+    steps: list[Tensor] = []
     lists: dict[tuple[Any, ...], list[list[Tensor]]] = {}
     for param in params:
         state = states[param]
@@ -311,19 +314,25 @@ def step_torch_kernel(
         if laid is None:
             rest.append(param)
             continue
+        if counts and "step" not in state:
+            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
         if missing or param.is_complex():
             for name in missing:
                 state[name] = rule.init_state(name, param, options)
             tensors = [real_view(state[name]) for name in names]
             laid = torch_layout(real_view(param), real_view(param.grad), tensors)
-        lists.setdefault((missing, laid[0].dtype, laid[0].device), []).append([param, *laid])
-    start_step(
-        rule, options, [param for members in lists.values() for param, *_ in members], states
-    )
+        if counts:
+            steps.append(state["step"])
+            laid.append(state["step"])
+        lists.setdefault((missing, laid[0].dtype, laid[0].device), []).append(laid)
+    if steps:
+        torch._foreach_add_(steps, 1)
     for (missing, _, _), members in lists.items():
-        owners, target, grad, *tensors = (list(column) for column in zip(*members, strict=True))
-        steps = [states[param]["step"] for param in owners]
-        kernel(target, grad, tensors, steps, missing, grad_scale)
+        columns = [list(column) for column in zip(*members, strict=True)]
+        if not counts:
+            columns.append([])
+        target, grad, *tensors, owned = columns
+        kernel(target, grad, tensors, owned, missing, grad_scale)
     return rest
 
 
@@ -331,7 +340,7 @@ def eager_only(group: Group, params: Sequence[Tensor]) -> bool:
     """Whether a group steps on the eager backend whatever the backend asked: DTensor
     shards (FSDP2) and compact state."""
     state_dtype = group.get("state_dtype")
-    return any(isinstance(p, DTensor) for p in params) or (
+    return any(is_dtensor(p) for p in params) or (
         state_dtype is not None
         and any(storage(state_dtype, p.dtype, p.numel()) is not None for p in params)
     )
