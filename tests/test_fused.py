@@ -315,11 +315,13 @@ def test_gradient_data_replaced_after_zero_grad_is_read():
     assert torch.equal(results[0], results[1])
 
 
-def test_step_moves_the_params_autograd_versions():
-    """Backward through a graph built before the step raises, as with eager (the kernel
-    writes the params in place)."""
+@pytest.mark.parametrize("backend", ["fused", "auto"])
+@pytest.mark.parametrize("cls", [adamkit.SGD, adamkit.NAdam])
+def test_step_moves_the_params_autograd_versions(backend, cls):
+    """Backward through a graph built before the step raises, as with eager (the kernel,
+    torch's for SGD, compiled for NAdam, writes the params in place)."""
     param = torch.ones(3, requires_grad=True)
-    optimizer = adamkit.SGD([param], lr=0.1, backend="fused")
+    optimizer = cls([param], lr=0.1, backend=backend)
     loss = (param * param).sum()
     param.grad = torch.ones(3)
     optimizer.step()

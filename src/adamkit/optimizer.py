@@ -175,8 +175,9 @@ class RuleOptimizer(torch.optim.Optimizer):
                 if value is not None and not isinstance(value, Tensor):
                     param_state[name] = torch.tensor(float(value), dtype=scalar_dtype())
 
-    def _check_grad(self, param: Tensor, group: int, position: int) -> None:
-        """Refuse, before the step changes anything, a gradient no update can take."""
+    def _refuse_grad(self, param: Tensor, group: int, position: int) -> None:
+        """Refuse, before the step changes anything, a gradient no update can take (sparse,
+        or of another dtype or shape than its param)."""
         grad = param.grad
         if grad.is_sparse:
             raise RuntimeError(f"{self.rule.name} does not support sparse gradients")
@@ -352,17 +353,21 @@ class RuleOptimizer(torch.optim.Optimizer):
         if self._runner is None:
             self._runner = BACKENDS[self.backend]()
         step_group = self._runner.step_group
-        with_grad = [
-            [p for p in group["params"] if p.grad is not None] for group in self.param_groups
-        ]
+        with_grad: list[list[Tensor]] = []
         for index, group in enumerate(self.param_groups):
             try:  # a value edited into the group since (β2 > 1) fails here on every backend
                 self._validate({**group, "params": ()})  # its numbers, not its params
             except (ValueError, TypeError) as error:
                 raise type(error)(f"group {index}: {error}") from None
+            params = []
             for position, p in enumerate(group["params"]):
-                if p.grad is not None:
-                    self._check_grad(p, index, position)
+                grad = p.grad
+                if grad is None:
+                    continue
+                if grad.dtype != p.dtype or grad.is_sparse or grad.shape != p.shape:
+                    self._refuse_grad(p, index, position)
+                params.append(p)
+            with_grad.append(params)
         if self.skip_nonfinite and not all_finite([p.grad for ps in with_grad for p in ps]):
             self.skipped_steps += 1
             if self.skipped_steps == 1:

@@ -41,8 +41,9 @@ from adamkit.backends.eager import (
     Batches,
     States,
     add_to_batch,
+    advance,
+    any_dtensor,
     apply_update,
-    is_dtensor,
     real_view,
     shared_scalars,
     start_step,
@@ -227,6 +228,8 @@ class FusedBackend:
             # param through the compiled kernel where its layout allows
             return eager_step_group(rule, group, params, states, grad_scale, self.per_tensor)
         rest = step_torch_kernel(rule, group, options, params, states, grad_scale)
+        if not rest:
+            return [None] * len(params)
         start_step(rule, group, options, rest, states)
         names = tuple(rule.state_names(options))
         maximize = bool(group["maximize"])
@@ -259,7 +262,7 @@ class FusedBackend:
             sums[id(param)] = run_kernel(rule, form.options, *arguments)
         step_batches(rule, options, maximize, names, batches)
         # the kernels wrote the params in place: their autograd versions move, as in eager
-        torch.autograd.graph.increment_version(list(params))
+        torch.autograd.graph.increment_version(rest)
         return [sums[id(param)] for param in params]
 
     @staticmethod
@@ -307,8 +310,11 @@ def step_torch_kernel(
     lists: dict[tuple[Any, ...], list[list[Tensor]]] = {}
     for param in params:
         state = states[param]
-        held = [state[name] for name in names if name in state]
-        missing = () if len(held) == len(names) else tuple(n for n in names if n not in state)
+        try:
+            held, missing = [state[name] for name in names], ()
+        except KeyError:
+            held = [state[name] for name in names if name in state]
+            missing = tuple(name for name in names if name not in state)
         # state created for the step is zeros like the param: of its dtype and layout
         laid = torch_layout(param, param.grad, held)
         if laid is None:
@@ -316,7 +322,7 @@ def step_torch_kernel(
             continue
         if counts and "step" not in state:
             state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
-        if missing or param.is_complex():
+        if missing or param.dtype.is_complex:
             for name in missing:
                 state[name] = rule.init_state(name, param, options)
             tensors = [real_view(state[name]) for name in names]
@@ -324,15 +330,17 @@ def step_torch_kernel(
         if counts:
             steps.append(state["step"])
             laid.append(state["step"])
-        lists.setdefault((missing, laid[0].dtype, laid[0].device), []).append(laid)
-    if steps:
-        torch._foreach_add_(steps, 1)
+        lists.setdefault((missing, laid[0].dtype, laid[0].device), []).append([param, *laid])
+    advance(steps)
     for (missing, _, _), members in lists.items():
         columns = [list(column) for column in zip(*members, strict=True)]
         if not counts:
             columns.append([])
-        target, grad, *tensors, owned = columns
+        owners, target, grad, *tensors, owned = columns
         kernel(target, grad, tensors, owned, missing, grad_scale)
+        # torch's kernels write the params without moving their autograd versions; eager's
+        # in-place ops move them (a graph built before the step then refuses backward)
+        torch.autograd.graph.increment_version(owners)
     return rest
 
 
@@ -340,7 +348,8 @@ def eager_only(group: Group, params: Sequence[Tensor]) -> bool:
     """Whether a group steps on the eager backend whatever the backend asked: DTensor
     shards (FSDP2) and compact state."""
     state_dtype = group.get("state_dtype")
-    return any(is_dtensor(p) for p in params) or (
+    sharded = any_dtensor(params)
+    return sharded or (
         state_dtype is not None
         and any(storage(state_dtype, p.dtype, p.numel()) is not None for p in params)
     )
@@ -375,16 +384,19 @@ def torch_layout(param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list
     float16: torch's kernels round the state before the param's update reads it, where
     adamkit's backends round each tensor once at the end (an Adagrad step of a bfloat16
     model differed by 0.8 % of a weight's norm)."""
-    dtype, shape = param.dtype, param.shape
+    dtype = param.dtype
     if dtype in LOW_PRECISION:
         return None
-    contiguous = param.is_contiguous() and grad.is_contiguous()
     for tensor in tensors:
         if tensor.dtype != dtype:
             return None
-        contiguous = contiguous and tensor.is_contiguous() and tensor.shape == shape
-    if contiguous:
-        return [param, grad, *tensors]
+    if param.is_contiguous() and grad.is_contiguous():
+        shape = param.shape
+        for tensor in tensors:
+            if not tensor.is_contiguous() or tensor.shape != shape:
+                break
+        else:
+            return [param, grad, *tensors]
     return stack(FusedForm(0, None), param, grad, tensors)
 
 
