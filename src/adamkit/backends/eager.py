@@ -38,6 +38,8 @@ def is_dtensor(value: Any) -> bool:
     """Whether ``value`` is a DTensor (FSDP2's shard of a param), without importing
     torch.distributed.tensor (a second of every ``import adamkit``): where nothing has
     imported it, no DTensor exists."""
+    if type(value) in PLAIN:
+        return False
     module = sys.modules.get("torch.distributed.tensor")
     return module is not None and isinstance(value, module.DTensor)
 
