@@ -28,6 +28,21 @@ from adamkit.optimizer import Params, RuleOptimizer, StateDtype
 from adamkit.rule import Group, Rule, Scalars, State, TorchKernel
 
 
+def check_tensor_numbers(group: Group) -> None:
+    """torch.optim.Adam's checks of a Tensor lr and Tensor betas: betas both Tensors or
+    both numbers, and no Tensor with ``foreach=True`` unless ``capturable=True``."""
+    foreach_only = bool(group.get("foreach")) and not group.get("capturable")
+    if isinstance(group["lr"], Tensor) and foreach_only:
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    beta1, beta2 = group["betas"]
+    if isinstance(beta1, Tensor) != isinstance(beta2, Tensor):
+        raise ValueError("betas must be either both floats or both Tensors")
+    if isinstance(beta1, Tensor) and foreach_only:
+        raise ValueError(
+            "betas[0] as a Tensor is not supported for capturable=False and foreach=True"
+        )
+
+
 class AdamOptions(NamedTuple):
     weight_decay_mode: str | None
     amsgrad: bool
@@ -44,6 +59,7 @@ class AdamRule(Rule):
 
     def validate(self, group: Group) -> None:
         check_adam_family(group)
+        check_tensor_numbers(group)
         for flag in ("amsgrad", "bias_correction", "decoupled_weight_decay"):
             check_bool(group, flag)
         check_choice(group, "eps_mode", ("paper", "efficient"))
