@@ -175,15 +175,22 @@ class RuleOptimizer(torch.optim.Optimizer):
                 if value is not None and not isinstance(value, Tensor):
                     param_state[name] = torch.tensor(float(value), dtype=scalar_dtype())
 
-    def _refuse_grad(self, param: Tensor, group: int, position: int) -> None:
-        """Refuse, before the step changes anything, a gradient no update can take (sparse,
-        or of another dtype or shape than its param)."""
+    def _refuse_grad(self, param: Tensor, group: Group, index: int, position: int) -> None:
+        """Refuse, before the step changes anything, a gradient no update can take (of
+        another dtype or shape than its param, or sparse where the rule steps none)."""
         grad = param.grad
-        if grad.is_sparse:
-            raise RuntimeError(f"{self.rule.name} does not support sparse gradients")
+        if grad.is_sparse and grad.shape == param.shape and grad.dtype == param.dtype:
+            if not self.rule.steps_sparse(group):
+                raise RuntimeError(f"{self.rule.name} does not support sparse gradients")
+            if self.backend == "fused" or group["state_dtype"] is not None:
+                raise RuntimeError(
+                    f"{self.rule.name} steps sparse gradients on the eager or auto backend "
+                    "with state of the param's dtype only"
+                )
+            return
         if grad.shape != param.shape or grad.dtype != param.dtype:
             raise RuntimeError(
-                f"group {group}, param {position}: gradient of shape {tuple(grad.shape)} and "
+                f"group {index}, param {position}: gradient of shape {tuple(grad.shape)} and "
                 f"dtype {grad.dtype} for a param of shape {tuple(param.shape)} and dtype "
                 f"{param.dtype}"
             )
@@ -365,7 +372,7 @@ class RuleOptimizer(torch.optim.Optimizer):
                 if grad is None:
                     continue
                 if grad.dtype != p.dtype or grad.is_sparse or grad.shape != p.shape:
-                    self._refuse_grad(p, index, position)
+                    self._refuse_grad(p, group, index, position)
                 params.append(p)
             with_grad.append(params)
         if self.skip_nonfinite and not all_finite([p.grad for ps in with_grad for p in ps]):

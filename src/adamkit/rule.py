@@ -146,6 +146,18 @@ class Rule(ABC):
         A rule that decides something over many params returns its partial sums over
         this param; they reach :meth:`finish_step`."""
 
+    def sparse_update(
+        self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: Any
+    ) -> None:
+        """:meth:`update` for a sparse ``grad`` (``nn.Embedding(sparse=True)``), where
+        :meth:`steps_sparse`; it creates its missing state itself."""
+        raise NotImplementedError
+
+    def steps_sparse(self, group: Group) -> bool:
+        """Whether :meth:`sparse_update` steps this group's sparse gradients (torch's SGD
+        and Adagrad do; the other optimizers refuse them)."""
+        return False
+
     def prepare_step(  # noqa: B027 (an optional hook: most rules need none)
         self,
         groups: Sequence[Group],

@@ -95,6 +95,27 @@ class AdagradRule(Rule):
         state_sum.addcmul_(grad, grad, value=1)
         param.addcdiv_(grad, add_eps(state_sum.sqrt(), scalars["eps"]), value=-scalars["clr"])
 
+    def steps_sparse(self, group: Group) -> bool:
+        return True
+
+    def sparse_update(
+        self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: AdagradOptions
+    ) -> None:
+        """The update on the gradient's entries only, as torch.optim.Adagrad's: the sum of
+        squares gains the squares of the (coalesced) entries, and the param moves there."""
+        if options.weight_decay_mode is not None:
+            raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+        if "sum" not in state:
+            state["sum"] = self.init_state("sum", param, options)
+        grad = grad.coalesce()
+        indices, values = grad._indices(), grad._values()
+        if not values.numel():
+            return
+        state["sum"].add_(torch.sparse_coo_tensor(indices, values.pow(2), grad.size()))
+        std = state["sum"].sparse_mask(grad)._values().sqrt_().add_(scalars["eps"])
+        step = torch.sparse_coo_tensor(indices, values / std, grad.size())
+        param.add_(step, alpha=-scalars["clr"])
+
 
 class Adagrad(RuleOptimizer):
     r"""AdaGrad (Duchi, Hazan & Singer, *Adaptive Subgradient Methods for Online Learning and

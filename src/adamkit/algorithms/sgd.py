@@ -138,6 +138,25 @@ class SGDRule(Rule):
             buffer = grad.mul(scalars["grad_scale"]).add_(buffer, alpha=scalars["momentum"])
         param.add_(buffer, alpha=-scalars["step_size"])
 
+    def steps_sparse(self, group: Group) -> bool:
+        """torch's momentum form (or no momentum) only."""
+        return group["momentum_form"] == "torch" or group["momentum"] == 0
+
+    def sparse_update(
+        self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: SGDOptions
+    ) -> None:
+        """torch.optim.SGD's step of a sparse gradient: the buffer starts as a (sparse) copy
+        of it; torch's momentum form only."""
+        grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
+        if options.momentum:
+            buffer = state.get("momentum_buffer")
+            if buffer is None:
+                buffer = state["momentum_buffer"] = grad.clone().detach()
+            else:
+                buffer.mul_(scalars["buffer_decay"]).add_(grad, alpha=scalars["grad_weight"])
+            grad = grad.add(buffer, alpha=scalars["momentum"]) if options.nesterov else buffer
+        param.add_(grad, alpha=-scalars["lr"])
+
 
 class SGDWRule(SGDRule):
     """SGD's math, with weight decay always decoupled."""

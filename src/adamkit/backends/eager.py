@@ -132,6 +132,11 @@ def step_group(
     sums: list[Sums | None] = []
     for param, scalars in zip(params, shared_scalars(rule, group, params, states), strict=True):
         state = states[param]
+        if param.grad.is_sparse:  # nn.Embedding(sparse=True): the rule's sparse form
+            grad = -param.grad if maximize else param.grad
+            rule.sparse_update(param, grad, state, scalars, options)
+            sums.append(None)
+            continue
         for name in state_names:
             if name not in state:
                 state[name] = rule.init_state(name, param, options)

@@ -385,7 +385,7 @@ def torch_layout(param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list
     adamkit's backends round each tensor once at the end (an Adagrad step of a bfloat16
     model differed by 0.8 % of a weight's norm)."""
     dtype = param.dtype
-    if dtype in LOW_PRECISION:
+    if dtype in LOW_PRECISION or grad.is_sparse:  # sparse: the eager backend's sparse form
         return None
     for tensor in tensors:
         if tensor.dtype != dtype:
