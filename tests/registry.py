@@ -125,12 +125,20 @@ ADAM_SWEEP = [
     {"amsgrad": True, "amsgrad_max": "corrected"},
     {"amsgrad": True, "amsgrad_max": "corrected", "eps_mode": "efficient", "eps": 1e-3},
     {"amsgrad": True, "bias_correction": False, "eps": 0.0},  # Reddi et al.'s Algorithm 2
+    {"eps_root": 0.1},  # optax's eps_root
+    {"amsgrad": True, "amsgrad_max": "corrected", "eps_root": 0.1, **WD},  # optax's amsgrad
 ]
+# options of Adam's that SWATS and ND-Adam do not take
+ADAM_ONLY = {"amsgrad", "amsgrad_max", "eps_root"}
 ADAM_ERRORS = [
     *common_errors(),
     ErrorInput({"eps_mode": "tf"}, ValueError, r"Invalid eps_mode: 'tf'"),
     ErrorInput({"amsgrad_max": "max"}, ValueError, r"Invalid amsgrad_max: 'max'"),
     ErrorInput({"amsgrad": 1}, TypeError, r"amsgrad must be a bool, got 1"),
+    ErrorInput({"eps_root": -1.0}, ValueError, r"^Invalid eps_root value: -1\.0$"),
+    ErrorInput(
+        {"eps_root": 0.1, "eps_mode": "efficient"}, ValueError, r"eps_root needs eps_mode='paper'"
+    ),
 ]
 
 OPTIM_DB: list[OptimInfo] = [
@@ -206,9 +214,15 @@ OPTIM_DB: list[OptimInfo] = [
             {"eps": 1e-3, **WD},
             {"weight_decay_mode": "decoupled_lr", **WD},
             PAPER_DECAY,
+            {"eps_mode": "inside", "eps": 1e-3},
+            {"eps_mode": "inside", "initial_accumulator_value": 0.1, "lr_decay": 0.01, **WD_MAX},
         ],
         error_inputs=[
             *common_errors(betas=False),
+            ErrorInput({"eps_mode": "in"}, ValueError, r"^Invalid eps_mode: 'in'"),
+            ErrorInput(
+                {"eps_mode": "inside", "eps": 0.0}, ValueError, r"eps_mode='inside' needs eps > 0"
+            ),
             ErrorInput({"lr_decay": -0.5}, ValueError, r"^Invalid lr_decay value: -0\.5$"),
             ErrorInput(
                 {"initial_accumulator_value": -1},
@@ -398,7 +412,7 @@ OPTIM_DB += [
             {"granularity": "global", "switch_tolerance": 1.2e-4, **WD},
         ],
         error_inputs=[
-            *ADAM_ERRORS[:-2],
+            *(e for e in ADAM_ERRORS if not ADAM_ONLY & set(e.kwargs)),
             ErrorInput(
                 {"switch_tolerance": 0.0},
                 ValueError,
@@ -431,7 +445,7 @@ OPTIM_DB += [
             {"vec_axes": ()},
         ],
         error_inputs=[
-            *ADAM_ERRORS[:-2],
+            *(e for e in ADAM_ERRORS if not ADAM_ONLY & set(e.kwargs)),
             ErrorInput({"vec_axes": 1}, TypeError, r"vec_axes must be None or a sequence"),
             ErrorInput({"vec_axes": "1"}, TypeError, r"vec_axes must be None or a sequence"),
         ],

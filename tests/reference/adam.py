@@ -24,6 +24,7 @@ def adam(
     bias_correction: bool = True,
     eps_mode: str = "paper",
     amsgrad_max: str = "raw",
+    eps_root: float = 0.0,
 ) -> list[dict[str, np.ndarray | float]]:
     """Adam, ALGORITHMS.md §5a (Algorithm 1), §5b (efficient form), §6/§7 (decay), §10 (AMSGrad).
 
@@ -37,7 +38,11 @@ def adam(
     With "corrected" the efficient form is therefore the paper form with ε replaced by
     ε̂/sqrt(bc2), exactly as without amsgrad. Paper AMSGrad (§10a) is amsgrad=True,
     bias_correction=False, eps=0 (no projection). "max_exp_avg_sq" stores vmax.
+    eps_root (optax scale_by_adam): θ ← θ - lr_t (m/bc1)/(sqrt(V + eps_root) + ε), paper
+    form only.
     """
+    if eps_root and eps_mode != "paper":
+        raise ValueError("eps_root is defined for the paper form only")
     check_choice("eps_mode", eps_mode, ("paper", "efficient"))
     check_choice("amsgrad_max", amsgrad_max, ("raw", "corrected"))
     beta1, beta2 = betas
@@ -72,8 +77,8 @@ def adam(
             max_exp_avg_sq = np.maximum(max_exp_avg_sq, exp_avg_sq / bc2)
             second_raw = max_exp_avg_sq * bc2
             second = max_exp_avg_sq
-        if eps_mode == "paper":
-            theta = theta - lr_t * (exp_avg / bc1) / (np.sqrt(second) + eps)
+        if eps_mode == "paper":  # optax's eps_root inside the root (0: Algorithm 1)
+            theta = theta - lr_t * (exp_avg / bc1) / (np.sqrt(second + eps_root) + eps)
         else:
             step_size = lr_t * np.sqrt(bc2) / bc1
             theta = theta - step_size * exp_avg / (np.sqrt(second_raw) + eps)

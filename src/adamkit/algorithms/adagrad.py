@@ -13,6 +13,7 @@ from adamkit.algorithms.common import (
     as_float,
     check_at_least_zero,
     check_bool,
+    check_choice,
     check_eps,
     check_lr,
     check_weight_decay,
@@ -26,6 +27,7 @@ from adamkit.rule import Group, Rule, Scalars, State, TorchKernel
 class AdagradOptions(NamedTuple):
     weight_decay_mode: str | None
     initial_accumulator_value: float
+    eps_inside: bool
 
 
 class AdagradRule(Rule):
@@ -43,10 +45,13 @@ class AdagradRule(Rule):
         check_at_least_zero(group, "initial_accumulator_value")
         check_eps(group)
         check_bool(group, "maximize")
+        check_choice(group, "eps_mode", ("outside", "inside"))
+        if group["eps_mode"] == "inside" and as_float("eps", group["eps"]) == 0:
+            raise ValueError("eps_mode='inside' needs eps > 0 (it is 1/sqrt(s + eps))")
 
     def options(self, group: Group) -> AdagradOptions:
         initial = as_float("initial_accumulator_value", group["initial_accumulator_value"])
-        return AdagradOptions(weight_decay_mode(group), initial)
+        return AdagradOptions(weight_decay_mode(group), initial, group["eps_mode"] == "inside")
 
     def state_names(self, options: AdagradOptions) -> tuple[str, ...]:
         return ("sum",)
@@ -59,8 +64,8 @@ class AdagradRule(Rule):
         return torch.full_like(param, value, memory_format=torch.preserve_format)
 
     def torch_kernel(self, group: Group, options: AdagradOptions) -> TorchKernel | None:
-        """torch's fused Adagrad, for L2 decay."""
-        if options.weight_decay_mode not in (None, "l2"):
+        """torch's fused Adagrad, for L2 decay and ε outside the root."""
+        if options.weight_decay_mode not in (None, "l2") or options.eps_inside:
             return None
         numbers = {
             name: as_float(name, group[name]) for name in ("lr", "lr_decay", "weight_decay", "eps")
@@ -93,10 +98,14 @@ class AdagradRule(Rule):
         grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
         state_sum = state["sum"]
         state_sum.addcmul_(grad, grad, value=1)
-        param.addcdiv_(grad, add_eps(state_sum.sqrt(), scalars["eps"]), value=-scalars["clr"])
+        if options.eps_inside:  # optax: g/sqrt(s + ε), 0 where s and g are 0
+            root = state_sum.add(scalars["eps"]).sqrt_()
+        else:
+            root = add_eps(state_sum.sqrt(), scalars["eps"])
+        param.addcdiv_(grad, root, value=-scalars["clr"])
 
     def steps_sparse(self, group: Group) -> bool:
-        return True
+        return group["eps_mode"] == "outside"
 
     def sparse_update(
         self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: AdagradOptions
@@ -126,6 +135,10 @@ class Adagrad(RuleOptimizer):
         s_t &= s_{t-1} + g_t^2 \\
         \theta_t &= \theta_{t-1} - \tilde\gamma_t\, g_t / (\sqrt{s_t} + \epsilon)
 
+    ``eps_mode="inside"`` puts ε inside the root, as optax's ``adagrad`` (``scale_by_rss``):
+    :math:`\theta_t = \theta_{t-1} - \tilde\gamma_t\, g_t / \sqrt{s_t + \epsilon}`, so an
+    entry whose sum is still 0 (τ = 0, no gradient yet) does not move; ε must be > 0.
+
     Args:
         params: iterable of tensors or of dicts defining param groups.
         lr: learning rate γ.
@@ -133,10 +146,11 @@ class Adagrad(RuleOptimizer):
         weight_decay: λ, applied as ``weight_decay_mode`` says (see :class:`adamkit.Adam`;
             the decoupled modes scale by the group's lr, not by :math:`\tilde\gamma_t`).
         initial_accumulator_value: τ, the starting value of the sum of squares.
-        eps: ε, added outside the square root.
+        eps: ε, added outside the square root (``eps_mode="inside"``: inside).
         maximize: maximize the objective.
         foreach, differentiable, fused: torch's flags, see RuleOptimizer.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
+        eps_mode: ``"outside"`` (torch, the default) or ``"inside"`` (optax).
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
         state_dtype: how per-element state is kept: None (the param's dtype, as torch),
@@ -145,7 +159,7 @@ class Adagrad(RuleOptimizer):
             :mod:`adamkit.precision`.
         backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
 
-    State: ``step``, ``sum``. Sparse gradients are refused.
+    State: ``step``, ``sum``. Sparse gradients step as torch's (``eps_mode="outside"`` only).
     """
 
     rule = AdagradRule()
@@ -165,6 +179,7 @@ class Adagrad(RuleOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         weight_decay_mode: str = "l2",
+        eps_mode: str = "outside",
         backend: str = "eager",
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
@@ -177,6 +192,7 @@ class Adagrad(RuleOptimizer):
             "eps": eps,
             "maximize": maximize,
             "weight_decay_mode": weight_decay_mode,
+            "eps_mode": eps_mode,
         }
         super().__init__(
             params,

@@ -14,6 +14,7 @@ from adamkit.algorithms.common import (
     betas,
     bias_correction,
     check_adam_family,
+    check_at_least_zero,
     check_bool,
     check_choice,
     complete_with_decoupled_flag,
@@ -47,6 +48,7 @@ class AdamOptions(NamedTuple):
     weight_decay_mode: str | None
     amsgrad: bool
     amsgrad_max: str
+    eps_root: bool = False  # ε_root ≠ 0: sqrt(v̂ + ε_root) + ε
 
 
 class AdamRule(Rule):
@@ -64,12 +66,20 @@ class AdamRule(Rule):
             check_bool(group, flag)
         check_choice(group, "eps_mode", ("paper", "efficient"))
         check_choice(group, "amsgrad_max", ("raw", "corrected"))
+        check_at_least_zero(group, "eps_root")
+        if as_float("eps_root", group["eps_root"]) and group["eps_mode"] != "paper":
+            raise ValueError("eps_root needs eps_mode='paper' (it is inside sqrt(v̂ + eps_root))")
 
     def complete(self, group: dict[str, Any], defaults: Group) -> None:
         complete_with_decoupled_flag(group, defaults)
 
     def options(self, group: Group) -> AdamOptions:
-        return AdamOptions(weight_decay_mode(group), group["amsgrad"], group["amsgrad_max"])
+        return AdamOptions(
+            weight_decay_mode(group),
+            group["amsgrad"],
+            group["amsgrad_max"],
+            as_float("eps_root", group["eps_root"]) != 0,
+        )
 
     def state_names(self, options: AdamOptions) -> tuple[str, ...]:
         names = ("exp_avg", "exp_avg_sq")
@@ -83,6 +93,7 @@ class AdamRule(Rule):
             mode not in (None, "l2", "decoupled_lr")
             or not group["bias_correction"]
             or group["eps_mode"] != "paper"
+            or options.eps_root
             or (options.amsgrad and options.amsgrad_max != "raw")
         ):
             return None
@@ -105,7 +116,10 @@ class AdamRule(Rule):
         return run
 
     def scalars(self, group: Group, state: State, options: AdamOptions) -> Scalars:
-        return adam_scalars(group, state, options.weight_decay_mode, group["bias_correction"])
+        scalars = adam_scalars(group, state, options.weight_decay_mode, group["bias_correction"])
+        if options.eps_root:
+            scalars["eps_root"] = as_float("eps_root", group["eps_root"])
+        return scalars
 
     def update(
         self, param: Tensor, grad: Tensor, state: State, scalars: Scalars, options: AdamOptions
@@ -151,17 +165,23 @@ def update_moments(grad: Tensor, state: State, scalars: Scalars, options: AdamOp
     update_first_moment(exp_avg, grad, scalars["beta1"])
     update_second_moment(exp_avg_sq, grad, scalars["beta2"])
     if not options.amsgrad:
-        return denominator(exp_avg_sq, scalars)
+        return denominator(exp_avg_sq, scalars, options.eps_root)
     max_exp_avg_sq = state["max_exp_avg_sq"]
     if options.amsgrad_max == "raw":
         maximum_(max_exp_avg_sq, exp_avg_sq)
-        return denominator(max_exp_avg_sq, scalars)
+        return denominator(max_exp_avg_sq, scalars, options.eps_root)
     maximum_(max_exp_avg_sq, exp_avg_sq / scalars["bias_correction2"])
+    if options.eps_root:
+        return add_eps(max_exp_avg_sq.add(scalars["eps_root"]).sqrt_(), scalars["eps"])
     return add_eps(max_exp_avg_sq.sqrt(), scalars["eps"])
 
 
-def denominator(second_moment: Tensor, scalars: Scalars) -> Tensor:
-    """sqrt(v/(1−β2^t)) + ε, as a new tensor (ND-Adam passes its per-vector v)."""
+def denominator(second_moment: Tensor, scalars: Scalars, root: bool = False) -> Tensor:
+    """sqrt(v/(1−β2^t)) + ε, as a new tensor (ND-Adam passes its per-vector v); with
+    ``root`` (optax's ``eps_root``) sqrt(v/(1−β2^t) + ε_root) + ε."""
+    if root:
+        corrected = second_moment / scalars["bias_correction2"]
+        return add_eps(corrected.add_(scalars["eps_root"]).sqrt_(), scalars["eps"])
     return (second_moment.sqrt() / scalars["bias_correction2_sqrt"]).add_(scalars["eps"])
 
 
@@ -218,6 +238,10 @@ class Adam(RuleOptimizer):
             :math:`\theta_t = \theta_{t-1} - \alpha_t m_t/(\sqrt{v_t}+\hat\epsilon)`), which
             is the paper form with :math:`\epsilon = \hat\epsilon/\sqrt{1-\beta_2^t}`.
         amsgrad_max: ``"raw"`` or ``"corrected"``, see ``amsgrad``.
+        eps_root: :math:`\epsilon_{root}` inside the root, as optax's ``adam``:
+            :math:`\hat m_t/(\sqrt{\hat v_t + \epsilon_{root}} + \epsilon)` (keeps the
+            root's gradient finite when meta-learning through the step); 0 (torch) by
+            default; with ``eps_mode="paper"`` only.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
         state_dtype: how per-element state is kept: None (the param's dtype, as torch),
@@ -249,6 +273,7 @@ class Adam(RuleOptimizer):
         bias_correction: bool = True,
         eps_mode: str = "paper",
         amsgrad_max: str = "raw",
+        eps_root: float = 0.0,
         backend: str = "eager",
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
@@ -264,6 +289,7 @@ class Adam(RuleOptimizer):
             "bias_correction": bias_correction,
             "eps_mode": eps_mode,
             "amsgrad_max": amsgrad_max,
+            "eps_root": eps_root,
         }
         super().__init__(
             params,
