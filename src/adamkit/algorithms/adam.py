@@ -171,18 +171,22 @@ def update_moments(grad: Tensor, state: State, scalars: Scalars, options: AdamOp
         maximum_(max_exp_avg_sq, exp_avg_sq)
         return denominator(max_exp_avg_sq, scalars, options.eps_root)
     maximum_(max_exp_avg_sq, exp_avg_sq / scalars["bias_correction2"])
-    if options.eps_root:
-        return add_eps(max_exp_avg_sq.add(scalars["eps_root"]).sqrt_(), scalars["eps"])
-    return add_eps(max_exp_avg_sq.sqrt(), scalars["eps"])
+    return root_plus_eps(max_exp_avg_sq, scalars, options.eps_root)
 
 
 def denominator(second_moment: Tensor, scalars: Scalars, root: bool = False) -> Tensor:
     """sqrt(v/(1−β2^t)) + ε, as a new tensor (ND-Adam passes its per-vector v); with
     ``root`` (optax's ``eps_root``) sqrt(v/(1−β2^t) + ε_root) + ε."""
     if root:
-        corrected = second_moment / scalars["bias_correction2"]
-        return add_eps(corrected.add_(scalars["eps_root"]).sqrt_(), scalars["eps"])
+        return root_plus_eps(second_moment / scalars["bias_correction2"], scalars, root)
     return (second_moment.sqrt() / scalars["bias_correction2_sqrt"]).add_(scalars["eps"])
+
+
+def root_plus_eps(corrected: Tensor, scalars: Scalars, root: bool) -> Tensor:
+    """sqrt(v̂) + ε, or with ``root`` sqrt(v̂ + ε_root) + ε, for a corrected second moment
+    v̂ (left as it is), as a new tensor."""
+    square = corrected.add(scalars["eps_root"]) if root else corrected
+    return add_eps(square.sqrt(), scalars["eps"])
 
 
 class AdamWRule(AdamRule):

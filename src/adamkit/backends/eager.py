@@ -229,14 +229,21 @@ def start_step(
     steps = []
     for param in params:
         state = states[param]
-        if counts and "step" not in state:
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+        step = step_count(state) if counts else None
         for name in rule.scalar_state_names:
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
-        if counts:
-            steps.append(state["step"])
+        if step is not None:
+            steps.append(step)
     advance(steps)
+
+
+def step_count(state: dict[str, Any]) -> Tensor:
+    """A param's ``step``, created (0) where missing."""
+    step = state.get("step")
+    if step is None:
+        step = state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+    return step
 
 
 def advance(steps: list[Tensor]) -> None:

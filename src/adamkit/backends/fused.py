@@ -48,10 +48,11 @@ from adamkit.backends.eager import (
     shared_scalars,
     start_step,
     step_batches,
+    step_count,
 )
 from adamkit.backends.eager import step_group as eager_step_group
 from adamkit.precision import storage
-from adamkit.rule import FusedForm, Group, Rule, Scalars, Sums, scalar_dtype
+from adamkit.rule import FusedForm, Group, Rule, Scalars, Sums
 
 # params with fewer elements are small: they step in the eager backend's multi-tensor calls
 # (a kernel call costs ≈ 25 µs on 2 CPU cores, an op over 1 000 small tensors ≈ 2 µs each),
@@ -320,16 +321,15 @@ def step_torch_kernel(
         if laid is None:
             rest.append(param)
             continue
-        if counts and "step" not in state:
-            state["step"] = torch.tensor(0.0, dtype=scalar_dtype())
+        step = step_count(state) if counts else None
         if missing or param.dtype.is_complex:
             for name in missing:
                 state[name] = rule.init_state(name, param, options)
             tensors = [real_view(state[name]) for name in names]
             laid = torch_layout(real_view(param), real_view(param.grad), tensors)
-        if counts:
-            steps.append(state["step"])
-            laid.append(state["step"])
+        if step is not None:
+            steps.append(step)
+            laid.append(step)
         lists.setdefault((missing, laid[0].dtype, laid[0].device), []).append([param, *laid])
     advance(steps)
     for (missing, _, _), members in lists.items():
@@ -348,8 +348,7 @@ def eager_only(group: Group, params: Sequence[Tensor]) -> bool:
     """Whether a group steps on the eager backend whatever the backend asked: DTensor
     shards (FSDP2) and compact state."""
     state_dtype = group.get("state_dtype")
-    sharded = any_dtensor(params)
-    return sharded or (
+    return any_dtensor(params) or (
         state_dtype is not None
         and any(storage(state_dtype, p.dtype, p.numel()) is not None for p in params)
     )
