@@ -249,10 +249,16 @@ OPTIM_DB: list[OptimInfo] = [
             {"eps_in_sqrt": True, "centered": True, "momentum": 0.5, "eps": 1e-3},
             {"weight_decay_mode": "decoupled_lr", **WD},
             PAPER_DECAY,
+            {"momentum": 0.9, "nesterov": True},
+            {"momentum": 0.9, "momentum_form": "sutskever"},
+            {"momentum": 0.5, "momentum_form": "sutskever", "nesterov": True, "centered": True}
+            | WD,
         ],
         error_inputs=[
             *common_errors(betas=False),
             ErrorInput({"momentum": -0.5}, ValueError, r"^Invalid momentum value: -0\.5$"),
+            ErrorInput({"nesterov": True}, ValueError, r"^Nesterov momentum requires a momentum$"),
+            ErrorInput({"momentum_form": "ema"}, ValueError, r"^Invalid momentum_form: 'ema'"),
             ErrorInput({"alpha": -0.1}, ValueError, r"^Invalid alpha value: -0\.1$"),
             ErrorInput({"centered": None}, TypeError, r"centered must be a bool, got None"),
         ],

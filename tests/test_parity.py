@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from harness import gradient_script, leaves, multipliers, run, snapshot
+from reference import nadam
 from registry import OPTIM_DB, sweep_cases
+
+OPTIM_DB_BY_NAME = {info.name: info for info in OPTIM_DB}
 
 STEPS = 200
 
@@ -98,3 +101,23 @@ def test_matches_torch(info, config, dtype, rtol):
                 torch.testing.assert_close(
                     state[name], value, rtol=rtol, atol=0, msg=f"param {index}, {name}, step {t}"
                 )
+
+
+def test_nadam_constant_schedule_is_float64_under_a_float32_default():
+    """optax's NAdam (``mu_schedule="constant"``) corrects by 1 − β1^t computed in float64,
+    not by torch's running product, which torch's default dtype keeps in float32: float64
+    params follow the float64 reference to 1e-10 under the float32 default too (the product
+    in float32 was 7e-8 off)."""
+    assert torch.get_default_dtype() == torch.float32
+    params = leaves(torch.float64)
+    initial = [p.detach().numpy().copy() for p in params]
+    script = gradient_script(STEPS, torch.float64)
+    etas = multipliers(STEPS)
+    config = {"lr": 0.01, "betas": (0.8, 0.95), "mu_schedule": "constant"}
+    optimizer = OPTIM_DB_BY_NAME["NAdam"].cls(params, **config)
+    history = run(optimizer, params, script, etas, lambda t: snapshot(optimizer, params))
+    for index, theta0 in enumerate(initial):
+        expected = nadam(theta0, [g[index].numpy() for g in script], lr_multipliers=etas, **config)
+        for ours, ref in zip(history, expected, strict=True):
+            for name in ("param", "exp_avg", "exp_avg_sq"):
+                np.testing.assert_allclose(ours[index][name], ref[name], rtol=1e-10, atol=0)

@@ -186,20 +186,37 @@ def test_sgd_ema_bias_corrected_is_lr_times_adam_first_moment():
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_heavy_ball_equals_sutskever_at_constant_lr(nesterov):
+@pytest.mark.parametrize(
+    "algorithm, kw", [(sgd, {"lr": 0.05}), (rmsprop, {"lr": 0.01, "centered": True})]
+)
+def test_momentum_forms_agree_at_constant_lr_only(algorithm, kw, nesterov):
+    """The lr inside the buffer (Sutskever; optax's and TensorFlow's RMSprop) is torch's
+    heavy ball at a constant lr, its buffer lr times torch's; a schedule separates them."""
     theta0, grads = script(30)
-    lr, mu = 0.05, 0.9
-    kw = {"lr": lr, "momentum": mu, "nesterov": nesterov}
-    heavy = sgd(theta0, grads, **kw)
-    sutskever = sgd(theta0, grads, momentum_form="sutskever", **kw)
+    kw = {**kw, "momentum": 0.9, "nesterov": nesterov}
+    heavy = algorithm(theta0, grads, **kw)
+    sutskever = algorithm(theta0, grads, momentum_form="sutskever", **kw)
     np.testing.assert_allclose(params(heavy), params(sutskever), rtol=1e-12)
     for h, s in zip(heavy, sutskever, strict=True):
-        np.testing.assert_allclose(s["momentum_buffer"], lr * h["momentum_buffer"], rtol=1e-12)
+        expected = kw["lr"] * h["momentum_buffer"]
+        np.testing.assert_allclose(s["momentum_buffer"], expected, rtol=1e-12)
     # a changing schedule separates them (§2a note, §12)
     etas = np.linspace(1.0, 0.1, len(grads))
-    heavy = sgd(theta0, grads, lr_multipliers=etas, **kw)
-    sutskever = sgd(theta0, grads, momentum_form="sutskever", lr_multipliers=etas, **kw)
+    heavy = algorithm(theta0, grads, lr_multipliers=etas, **kw)
+    sutskever = algorithm(theta0, grads, momentum_form="sutskever", lr_multipliers=etas, **kw)
     assert not np.allclose(params(heavy), params(sutskever), rtol=1e-6)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_rmsprop_momentum_first_step(nesterov):
+    """b_1 = g/d; Nesterov steps along g/d + μ b_1 = (1 + μ) g/d."""
+    theta0, grads = script(1)
+    lr, mu = 0.01, 0.9
+    plain = rmsprop(theta0, grads, lr=lr, momentum=mu, nesterov=nesterov)[0]
+    g = grads[0]
+    normalised = g / (np.sqrt(0.01 * g * g) + 1e-8)
+    step = (1 + mu) * normalised if nesterov else normalised
+    np.testing.assert_allclose(plain["param"], theta0 - lr * step, rtol=1e-12)
 
 
 def test_heavy_ball_first_buffer_is_undampened_gradient():

@@ -75,8 +75,13 @@ class NAdamRule(Rule):
         lr = as_float("lr", group["lr"])
         step = state["step"].item()
         mu, mu_next = self.momentum(group, step), self.momentum(group, step + 1)
-        state["mu_product"] *= mu
-        mu_product = state["mu_product"].item()
+        if group["mu_schedule"] == "constant":
+            # optax's bias correction 1 − β1^t, in float64 whatever torch's scalar dtype
+            mu_product = beta1**step
+            state["mu_product"].fill_(mu_product)
+        else:  # torch's running product, in its scalar dtype
+            state["mu_product"] *= mu
+            mu_product = state["mu_product"].item()
         return {
             "beta1": beta1,
             "beta2": beta2,
@@ -113,7 +118,9 @@ class NAdam(RuleOptimizer):
             - \gamma \frac{\mu_{t+1}}{1-\prod_{i\le t+1}\mu_i}\, m_t/d_t
 
     ``mu_schedule="constant"`` sets μ_t = β1 for every t (optax's ``nadam``), which torch's
-    ``momentum_decay`` cannot express.
+    ``momentum_decay`` cannot express; its products are optax's :math:`\beta_1^t` and
+    :math:`\beta_1^{t+1}`, in float64 (torch's schedule keeps its running product
+    ``mu_product`` in torch's scalar dtype, float32 by default, as torch does).
 
     Args:
         params: iterable of tensors or of dicts defining param groups.

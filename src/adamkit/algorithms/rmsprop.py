@@ -12,6 +12,7 @@ from adamkit.algorithms.common import (
     as_float,
     check_at_least_zero,
     check_bool,
+    check_choice,
     check_eps,
     check_lr,
     check_weight_decay,
@@ -23,11 +24,14 @@ from adamkit.algorithms.common import (
 from adamkit.optimizer import Params, RuleOptimizer, StateDtype
 from adamkit.rule import Group, Rule, Scalars, State
 
+MOMENTUM_FORMS = ("torch", "sutskever")
+
 
 class RMSpropOptions(NamedTuple):
     weight_decay_mode: str | None
     centered: bool
     momentum: bool
+    nesterov: bool
     eps_in_sqrt: bool
 
 
@@ -45,12 +49,19 @@ class RMSpropRule(Rule):
         check_at_least_zero(group, "momentum")
         check_weight_decay(group)
         check_at_least_zero(group, "alpha")
-        for flag in ("centered", "maximize", "eps_in_sqrt"):
+        for flag in ("centered", "maximize", "eps_in_sqrt", "nesterov"):
             check_bool(group, flag)
+        check_choice(group, "momentum_form", MOMENTUM_FORMS)
+        if group["nesterov"] and as_float("momentum", group["momentum"]) <= 0:
+            raise ValueError("Nesterov momentum requires a momentum")
 
     def options(self, group: Group) -> RMSpropOptions:
         return RMSpropOptions(
-            weight_decay_mode(group), group["centered"], group["momentum"] > 0, group["eps_in_sqrt"]
+            weight_decay_mode(group),
+            group["centered"],
+            group["momentum"] > 0,
+            group["nesterov"],
+            group["eps_in_sqrt"],
         )
 
     def state_names(self, options: RMSpropOptions) -> tuple[str, ...]:
@@ -59,8 +70,13 @@ class RMSpropRule(Rule):
         return ("square_avg", *momentum, *centered)
 
     def scalars(self, group: Group, state: State, options: RMSpropOptions) -> Scalars:
+        lr = as_float("lr", group["lr"])
+        # the buffer sums g/d (torch) or γ·g/d (sutskever); the step takes γ·b or b
+        inside = group["momentum_form"] == "sutskever"
         return {
-            "lr": as_float("lr", group["lr"]),
+            "lr": lr,
+            "buffer_weight": lr if inside else 1.0,
+            "step_size": 1.0 if inside else lr,
             "alpha": as_float("alpha", group["alpha"]),
             "eps": as_float("eps", group["eps"]),
             "momentum": as_float("momentum", group["momentum"]),
@@ -82,8 +98,11 @@ class RMSpropRule(Rule):
         denom = variance.add(eps).sqrt_() if options.eps_in_sqrt else add_eps(variance.sqrt(), eps)
         if options.momentum:
             buffer = state["momentum_buffer"]
-            buffer.mul_(scalars["momentum"]).addcdiv_(grad, denom)
-            param.add_(buffer, alpha=-scalars["lr"])
+            momentum, weight = scalars["momentum"], scalars["buffer_weight"]
+            buffer.mul_(momentum).addcdiv_(grad, denom, value=weight)
+            if options.nesterov:
+                buffer = buffer.mul(momentum).addcdiv_(grad, denom, value=weight)
+            param.add_(buffer, alpha=-scalars["step_size"])
         else:
             param.addcdiv_(grad, denom, value=-scalars["lr"])
 
@@ -101,7 +120,12 @@ class RMSprop(RuleOptimizer):
         b_t &= \mu b_{t-1} + g_t/d_t,\quad \theta_t = \theta_{t-1} - \gamma b_t
                \ \text{(momentum μ > 0) or } \theta_t = \theta_{t-1} - \gamma g_t/d_t
 
-    No bias correction: :math:`v_0 = 0`.
+    No bias correction: :math:`v_0 = 0`. ``momentum_form="sutskever"`` puts the learning rate
+    inside the buffer, as optax's ``rmsprop`` (a ``trace`` after the learning rate) and
+    TensorFlow do: :math:`b_t = \mu b_{t-1} + \gamma_t g_t/d_t,\ \theta_t = \theta_{t-1} - b_t`;
+    the same numbers at a constant γ, while under a schedule each step keeps the γ it was
+    taken with. ``nesterov=True`` steps along :math:`g_t/d_t + \mu b_t` (torch form, times γ)
+    or :math:`\gamma_t g_t/d_t + \mu b_t` (sutskever form), optax's ``nesterov``.
 
     Args:
         params: iterable of tensors or of dicts defining param groups.
@@ -114,6 +138,9 @@ class RMSprop(RuleOptimizer):
         maximize: maximize the objective.
         foreach, capturable, differentiable: torch's flags, see RuleOptimizer.
         eps_in_sqrt: put ε inside the square root.
+        momentum_form: ``"torch"`` (γ outside the buffer) or ``"sutskever"`` (γ inside,
+            optax's and TensorFlow's).
+        nesterov: Nesterov momentum (optax's ``rmsprop(nesterov=True)``); needs μ > 0.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
@@ -144,6 +171,8 @@ class RMSprop(RuleOptimizer):
         differentiable: bool = False,
         *,
         eps_in_sqrt: bool = False,
+        momentum_form: str = "torch",
+        nesterov: bool = False,
         weight_decay_mode: str = "l2",
         backend: str = "eager",
         skip_nonfinite: bool = False,
@@ -158,6 +187,8 @@ class RMSprop(RuleOptimizer):
             "centered": centered,
             "maximize": maximize,
             "eps_in_sqrt": eps_in_sqrt,
+            "momentum_form": momentum_form,
+            "nesterov": nesterov,
             "weight_decay_mode": weight_decay_mode,
         }
         super().__init__(
