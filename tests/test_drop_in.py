@@ -101,7 +101,7 @@ def one_step(param, grad, state, cls, kwargs, *differentiated):
     """One differentiable step from ``state`` (torch's differentiable tests' form): returns
     the new param and the state tensors that require grad."""
     param = param.clone()
-    param.grad = grad
+    param.grad = grad.clone()  # torch's SGD and Adam add a differentiated λθ to it in place
     optimizer = cls([param], differentiable=True, **kwargs)
     optimizer.state[param].update(
         {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
@@ -149,6 +149,123 @@ def test_a_differentiable_step_has_torchs_numbers_and_gradients(name):
         results.append([o.detach() for o in outputs] + list(gradients))
     for theirs, ours in zip(*results, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+# the hyperparameters torch's differentiable steps differentiate (torch's own tests:
+# test_{sgd,adam,adamw}_differentiable_*), with a configuration that reads each
+HYPERGRADIENTS = {
+    "SGD": ({"momentum": 0.9, "nesterov": True}, ["lr", "weight_decay"]),
+    "Adam": ({"amsgrad": True}, ["lr", "weight_decay", "beta1", "beta2"]),
+    "AdamW": ({}, ["lr", "weight_decay", "beta1", "beta2"]),
+}
+HYPERPARAMETERS = {"lr": 0.1, "weight_decay": 0.05, "beta1": 0.8, "beta2": 0.9}
+
+
+def hyper_step(param, grad, state, cls, kwargs, names, *values):
+    """:func:`one_step` with the hyperparameters ``names`` given as the Tensors
+    ``values`` (β1 and β2 as ``betas``)."""
+    given = dict(zip(names, values, strict=True))
+    if "beta1" in given:
+        given["betas"] = (given.pop("beta1"), given.pop("beta2"))
+    return one_step(param, grad, state, cls, {**kwargs, **given})
+
+
+def hyper_inputs(name):
+    param, grad, _, _ = differentiable_inputs(name)
+    kwargs, names = HYPERGRADIENTS[name]
+    # the state after some steps (a first step would start SGD's buffer from a detached
+    # gradient, as torch's does, which numerical differentiation sees through)
+    generator = torch.Generator().manual_seed(2)
+    names_of_state = {
+        "SGD": ["momentum_buffer"],
+        "Adam": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+        "AdamW": ["exp_avg", "exp_avg_sq"],
+    }[name]
+    state = {
+        n: torch.rand(6, dtype=torch.float64, generator=generator).requires_grad_()
+        for n in names_of_state
+    }
+    state["step"] = torch.tensor(3.0, dtype=torch.float64)
+    values = [
+        torch.tensor(HYPERPARAMETERS[n], dtype=torch.float64, requires_grad=True) for n in names
+    ]
+    return param, grad, state, kwargs, names, values
+
+
+@pytest.mark.parametrize("name", list(HYPERGRADIENTS))
+def test_a_differentiable_step_differentiates_torchs_hyperparameters(name):
+    """lr, weight decay (and Adam's betas) given as Tensors that require grad: gradcheck
+    passes, and the step and every gradient equal torch's (float64)."""
+    param, grad, state, kwargs, names, values = hyper_inputs(name)
+    cls = getattr(adamkit, name)
+    differentiated = [v for v in state.values() if v.requires_grad]
+    args = (param, grad, state, cls, kwargs, names, *values)
+    assert gradcheck(lambda *v: hyper_step(*args[:6], *v), (*values,))
+    results = []
+    for cls in (getattr(torch.optim, name), getattr(adamkit, name)):
+        outputs = hyper_step(param, grad, state, cls, kwargs, names, *values)
+        total = sum(output.sum() for output in outputs)
+        inputs = [param, grad, *differentiated, *values]
+        results.append([o.detach() for o in outputs] + list(torch.autograd.grad(total, inputs)))
+    for theirs, ours in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+def unrolled(cls, name, steps=3):
+    """``steps`` differentiable steps from a leaf (the lr a differentiated Tensor where
+    torch differentiates it), then the gradients of the param's sum: the param and the
+    gradients, or the error autograd raised."""
+    generator = torch.Generator().manual_seed(0)
+    leaf = torch.randn(5, dtype=torch.float64, generator=generator, requires_grad=True)
+    kwargs = {**DIFFERENTIABLE[name][0], "weight_decay": 0.1}
+    inputs = [leaf]
+    if name in HYPERGRADIENTS:
+        kwargs["lr"] = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+        inputs.append(kwargs["lr"])
+    param = leaf.clone()
+    optimizer = cls([param], differentiable=True, **kwargs)
+    for _ in range(steps):
+        param.grad = torch.randn(5, dtype=torch.float64, generator=generator)
+        optimizer.step()
+    try:
+        return [param.detach(), *torch.autograd.grad(param.sum(), inputs)]
+    except RuntimeError as error:
+        return str(error)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unrolled_differentiable_steps_have_torchs_gradients(name):
+    """Three steps, then backward through all of them (meta-learning's unrolled loop): the
+    param and its gradients (and the lr's) equal torch's, or autograd refuses both alike
+    (torch's RMSprop, Adam with L2 decay and Adamax change recorded state in place)."""
+    theirs = unrolled(getattr(torch.optim, name), name)
+    ours = unrolled(getattr(adamkit, name), name)
+    if isinstance(theirs, str):
+        assert ours == theirs
+    else:
+        assert not isinstance(ours, str), ours
+        for a, b in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_hyperparameter_the_step_does_not_differentiate_is_refused(name):
+    """Under ``differentiable=True`` a hyperparameter that requires grad and that the step
+    does not differentiate raises (its gradient would silently be None); without the flag
+    the step reads its value, as torch's does."""
+    differentiated = HYPERGRADIENTS.get(name, ({}, []))[1]
+    key = {"SGD": "momentum"}.get(name, "eps" if "lr" in differentiated else "lr")
+    value = torch.tensor(0.01, dtype=torch.float64, requires_grad=True)
+    param, grad, state, kwargs = differentiable_inputs(name)
+    with pytest.raises(ValueError, match=f"^{key} requires grad, but {name}'s"):
+        one_step(param, grad, state, getattr(adamkit, name), {**kwargs, key: value})
+    steps = []
+    for module in (torch.optim, adamkit):
+        model = params()
+        model[0].grad = torch.ones(3, 4)
+        getattr(module, name)(model, **{key: value}).step()
+        steps.append(model[0].detach())
+    assert torch.equal(*steps)
 
 
 @pytest.mark.parametrize("name", NAMES)

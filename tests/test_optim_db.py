@@ -20,14 +20,6 @@ SHAPES = [(3, 4), (5,), (), (2, 3, 2)]
 STEPS = 10
 # ‖fused − torch's fused‖ / ‖torch's fused‖ per tensor, float64 (docs/performance.md)
 FUSED_TOLERANCE = 1e-12
-# torch's differentiable Adam, AdamW and NAdam compute their bias corrections from the step
-# count as a float32 Tensor (and Adam's denominator in another order): 2e-8 relative off
-# their for-loop after one float64 step. adamkit's differentiable step gives the for-loop's
-# numbers; matching this path would take a second form of each update (not done).
-TENSOR_STEP = ("Adam", "AdamW", "NAdam")
-TENSOR_STEP_GAP = pytest.mark.xfail(
-    strict=True, reason="torch's differentiable path rounds its bias corrections in float32"
-)
 
 
 def implementations(name):
@@ -49,12 +41,7 @@ def configurations():
         for optim_input in inputs:
             for flags in implementations(name):
                 kwargs = {**optim_input.kwargs, **flags}
-                marks = []
-                if flags.get("differentiable") and name in TENSOR_STEP:
-                    marks.append(TENSOR_STEP_GAP)
-                yield pytest.param(
-                    name, kwargs, id=f"{name}-{optim_input.desc}-{flags}", marks=marks
-                )
+                yield pytest.param(name, kwargs, id=f"{name}-{optim_input.desc}-{flags}")
 
 
 def run(cls, kwargs):
@@ -105,12 +92,13 @@ def assert_close(ours, theirs, tolerance):
 @pytest.mark.parametrize("name, kwargs", list(configurations()))
 def test_steps_as_torch_does(name, kwargs):
     """Params and state after each of 10 steps, with the same state keys, or the same
-    exception type. Every eager implementation gives torch's for-loop numbers bitwise, and
-    torch's own implementation of the same flags within the float64 tolerance: torch's
-    foreach NAdam and its differentiable Adam, AdamW and NAdam compute other roundings
-    (sqrt(v)/sqrt(c) for sqrt(v/c), a Tensor step count) and differ from its for-loop by
-    ulps; adamkit's flags change no number. ``fused=True``: within the tolerance of
-    torch's fused kernel."""
+    exception type. Every eager implementation gives bitwise the numbers of torch's
+    for-loop implementation of the same flags (``differentiable=True``: torch's
+    differentiable step, whose Adam, AdamW and NAdam compute their step sizes from Tensors,
+    float32 under the default dtype), and torch's own implementation of them within the
+    float64 tolerance (torch's foreach NAdam computes sqrt(v)/sqrt(c) for sqrt(v/c), ulps
+    off its for-loop; adamkit's ``foreach`` changes no number). ``fused=True``: within
+    the tolerance of torch's fused kernel."""
     theirs = run(getattr(torch.optim, name), kwargs)
     ours = run(getattr(adamkit, name), kwargs)
     if isinstance(theirs, Exception):
@@ -118,7 +106,7 @@ def test_steps_as_torch_does(name, kwargs):
         return
     assert not isinstance(ours, Exception), ours
     if not kwargs.get("fused"):
-        plain = {k: v for k, v in kwargs.items() if k not in ("foreach", "differentiable")}
+        plain = {k: v for k, v in kwargs.items() if k != "foreach"}
         forloop = run(getattr(torch.optim, name), {**plain, "foreach": False})
         assert_close(ours, forloop, None)
     assert_close(ours, theirs, FUSED_TOLERANCE)

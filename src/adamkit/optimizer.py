@@ -308,9 +308,21 @@ class RuleOptimizer(torch.optim.Optimizer):
             self._restore(held)
 
     def _validate(self, group: Group) -> None:
-        """The rule's checks of a group's hyperparameters, and its state precision."""
+        """The rule's checks of a group's hyperparameters, its state precision, and that a
+        differentiable step differentiates every hyperparameter that requires grad."""
         self.rule.validate(group)
         check_state_dtype(group.get("state_dtype"))
+        if not group.get("differentiable"):
+            return  # the step runs without autograd: a Tensor's value is all it reads
+        for name, value in group.items():
+            values = value if isinstance(value, (tuple, list)) and name != "params" else [value]
+            wanted = any(isinstance(v, Tensor) and v.requires_grad for v in values)
+            if wanted and name not in self.rule.hypergradients:
+                raise ValueError(
+                    f"{name} requires grad, but {self.rule.name}'s differentiable step does not "
+                    f"differentiate it (it differentiates "
+                    f"{', '.join(sorted(self.rule.hypergradients)) or 'no hyperparameter'})"
+                )
 
     @property
     def _step_supports_amp_scaling(self) -> bool:

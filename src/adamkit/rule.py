@@ -78,6 +78,11 @@ class Rule(ABC):
     # whether :meth:`update` uses only the ops of adamkit.backends.multi.TensorList and
     # returns nothing: the eager backend may then step many params in one call
     multi_tensor: ClassVar[bool] = False
+    # the hyperparameters a ``differentiable=True`` step differentiates when they are
+    # Tensors that require grad (torch's: SGD's lr and weight_decay; Adam's and AdamW's
+    # lr, betas and weight_decay); the optimizer refuses any other that requires grad
+    # there, where its gradient would silently be lost
+    hypergradients: ClassVar[frozenset[str]] = frozenset()
 
     def counts_steps(self, group: Group) -> bool:
         """Whether this group's params keep ``state["step"]``: every rule but SGD in torch's

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from adamkit.algorithms.common import (
     add_eps,
+    addcdiv_scaled_,
     apply_weight_decay,
     as_float,
     betas,
@@ -18,6 +19,7 @@ from adamkit.algorithms.common import (
     check_bool,
     check_choice,
     complete_with_decoupled_flag,
+    hyperparameter,
     maximum_,
     update_first_moment,
     update_second_moment,
@@ -55,6 +57,7 @@ class AdamRule(Rule):
     """Adam's math; see :class:`Adam` for the equations."""
 
     multi_tensor = True
+    hypergradients = frozenset({"lr", "betas", "weight_decay"})
 
     name = "Adam"
     nonnegative_states = frozenset({"exp_avg_sq", "max_exp_avg_sq"})
@@ -126,7 +129,7 @@ class AdamRule(Rule):
     ) -> None:
         grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
         denom = update_moments(grad, state, scalars, options)
-        param.addcdiv_(state["exp_avg"], denom, value=-scalars["step_size"])
+        addcdiv_scaled_(param, state["exp_avg"], denom, -scalars["step_size"])
 
 
 def adam_scalars(
@@ -134,8 +137,19 @@ def adam_scalars(
 ) -> dict[str, Any]:
     """Adam's numbers at this step: betas, step size γ/(1−β1^t), the second moment's
     correction 1−β2^t and ε in the group's ``eps_mode`` (all corrections 1 when not
-    ``corrected``), and the weight-decay scalar. Shared by the rules built on Adam's step."""
-    beta1, beta2 = betas(group)
+    ``corrected``), and the weight-decay scalar. Shared by the rules built on Adam's step.
+    A differentiated lr or β (:func:`hyperparameter`) stays a Tensor, and so do the numbers
+    computed from it."""
+    beta1, beta2 = (hyperparameter(group, "betas", beta) for beta in group["betas"])
+    scalars = {
+        "beta1": beta1,
+        "beta2": beta2,
+        "weight_decay": weight_decay_scalar(group, weight_decay_mode),
+    }
+    eps = as_float("eps", group["eps"])
+    torch_form = group["eps_mode"] == "paper" and group.get("amsgrad_max", "raw") == "raw"
+    if group.get("differentiable") and corrected and torch_form and not group.get("eps_root"):
+        return scalars | tensor_step_scalars(group, state, eps)
     step = state["step"].item()
     if corrected:
         bias_correction1 = bias_correction(beta1, step)
@@ -143,19 +157,37 @@ def adam_scalars(
     else:
         bias_correction1 = bias_correction2 = 1.0
     bias_correction2_sqrt = bias_correction2**0.5
-    eps = as_float("eps", group["eps"])
     if group["eps_mode"] == "efficient":
         # α·sqrt(1−β2^t)/(1−β1^t)·m/(sqrt(v) + ε̂) is the paper form with ε = ε̂/sqrt(1−β2^t)
         eps /= bias_correction2_sqrt
-    return {
-        "beta1": beta1,
-        "beta2": beta2,
-        "step_size": as_float("lr", group["lr"]) / bias_correction1,
+    return scalars | {
+        "step_size": hyperparameter(group, "lr") / bias_correction1,
         "bias_correction2": bias_correction2,
         "bias_correction2_sqrt": bias_correction2_sqrt,
         "eps": eps,
-        "weight_decay": weight_decay_scalar(group, weight_decay_mode),
     }
+
+
+def tensor_step_scalars(group: Group, state: State, eps: float) -> dict[str, Any]:
+    """torch's differentiable (and capturable) Adam: the corrections from the step count
+    as a Tensor (float32 under torch's default dtype), the step size s = γ/(1−β1^t) folded
+    into the denominator, θ ← θ + m/(sqrt(v)/(sqrt(1−β2^t)·(−s)) + ε/(−s)): the same
+    update as the float form's, in torch's roundings."""
+    step = state["step"]
+    beta1, beta2 = (as_operand(beta) for beta in group["betas"])
+    bias_correction2 = 1 - beta2**step
+    step_size_neg = (as_operand(group["lr"]) / (1 - beta1**step)).neg()
+    return {
+        "step_size": -1.0,
+        "bias_correction2": bias_correction2,
+        "bias_correction2_sqrt": bias_correction2.sqrt() * step_size_neg,
+        "eps": eps / step_size_neg,
+    }
+
+
+def as_operand(value: float | Tensor) -> float | Tensor:
+    """A hyperparameter as torch's step takes it: a 1-element Tensor as a 0-dim one."""
+    return value.squeeze() if isinstance(value, Tensor) else value
 
 
 def update_moments(grad: Tensor, state: State, scalars: Scalars, options: AdamOptions) -> Tensor:

@@ -26,10 +26,21 @@ def as_float(name: str, value: Any) -> float:
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"Tensor {name} must be 1-element")
-        return float(value)
+        return float(value.detach())
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a float or a 1-element Tensor, got {value!r}")
     return float(value)
+
+
+def hyperparameter(group: Group, name: str, value: Any = None) -> float | Tensor:
+    """``group[name]`` (or ``value``, one of its entries) as a Python float, or as the 0-dim
+    Tensor itself where the step differentiates it: a Tensor that requires grad under
+    ``differentiable=True`` (torch's differentiable SGD, Adam and AdamW; the optimizer
+    refuses one elsewhere, :meth:`Rule.hypergradients`)."""
+    value = group[name] if value is None else value
+    if isinstance(value, Tensor) and value.requires_grad and group.get("differentiable"):
+        return value.squeeze()
+    return as_float(name, value)
 
 
 def check_lr(group: Group) -> None:
@@ -119,7 +130,7 @@ def weight_decay_scalar(group: Group, mode: str | None) -> float | Tensor:
     float32 (or lower) param its dtype takes part in the product, and torch's numbers there
     depend on it.
     """
-    weight_decay = as_float("weight_decay", group["weight_decay"])
+    weight_decay = hyperparameter(group, "weight_decay")
     if mode == "decoupled_lr":
         lr = group["lr"]
         return 1.0 - (lr.squeeze() if isinstance(lr, Tensor) else float(lr)) * weight_decay
@@ -138,6 +149,8 @@ def apply_weight_decay(
     if mode == "l2":
         # in place: torch.compile takes the alpha of an out-of-place add as a constant, so
         # a compiled step would keep the first λ it saw
+        if differentiated(value):  # recorded with the param as it is now, as torch's
+            return grad.addcmul(param.clone(), value)
         return grad.clone().add_(param, alpha=value)
     param.mul_(value)
     return grad
@@ -156,9 +169,12 @@ def update_first_moment(exp_avg: Tensor, grad: Tensor, beta1: float) -> None:
     exp_avg.lerp_(grad, 1.0 - beta1)
 
 
-def update_second_moment(exp_avg_sq: Tensor, grad: Tensor, beta2: float) -> None:
-    """v ← β2·v + (1 − β2)·g²."""
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+def update_second_moment(exp_avg_sq: Tensor, grad: Tensor, beta2: float | Tensor) -> None:
+    """v ← β2·v + (1 − β2)·g² (a differentiated β2: as a lerp towards g², as torch)."""
+    if differentiated(beta2):
+        exp_avg_sq.lerp_(grad.square(), 1.0 - beta2)
+    else:
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
 
 
 def weight_decay_options(
@@ -197,6 +213,32 @@ def betas(group: Group) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------- in place, unless recorded
+
+
+def differentiated(value: Any) -> bool:
+    """Whether a number of the step is a Tensor that autograd differentiates (a
+    :func:`hyperparameter` or a number computed from one); the fused backend's numbers
+    never are."""
+    return isinstance(value, Tensor) and value.requires_grad
+
+
+def add_scaled_(target: Tensor, tensor: Tensor, scale: float | Tensor) -> Tensor:
+    """``target`` += scale·``tensor`` in place; a differentiated scale as a product, which
+    autograd records (torch's differentiable SGD: ``addcmul_``)."""
+    if differentiated(scale):
+        return target.addcmul_(tensor, scale)
+    return target.add_(tensor, alpha=scale)
+
+
+def addcdiv_scaled_(target: Tensor, tensor: Tensor, denom: Tensor, scale: Any) -> Tensor:
+    """``target`` += scale·``tensor``/``denom`` in place; a differentiated scale
+    multiplies the numerator first, which autograd records. Where the division is recorded,
+    ``tensor`` (state, which the next step changes in place) is recorded as a copy, as in
+    torch's differentiable steps."""
+    if differentiated(scale):
+        return target.addcdiv_(tensor * scale, denom)
+    recorded = tensor.requires_grad or denom.requires_grad
+    return target.addcdiv_(tensor.clone() if recorded else tensor, denom, value=scale)
 
 
 def add_eps(root: Tensor, eps: Any) -> Tensor:

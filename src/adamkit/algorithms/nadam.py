@@ -30,6 +30,7 @@ from adamkit.rule import Group, Rule, Scalars, State, scalar_dtype
 
 class NAdamOptions(NamedTuple):
     weight_decay_mode: str | None
+    differentiable: bool = False  # torch's differentiable form (see NAdamRule.update)
 
 
 class NAdamRule(Rule):
@@ -51,7 +52,7 @@ class NAdamRule(Rule):
         complete_with_decoupled_flag(group, defaults)
 
     def options(self, group: Group) -> NAdamOptions:
-        return NAdamOptions(weight_decay_mode(group))
+        return NAdamOptions(weight_decay_mode(group), bool(group.get("differentiable")))
 
     def state_names(self, options: NAdamOptions) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
@@ -81,7 +82,9 @@ class NAdamRule(Rule):
             state["mu_product"].fill_(mu_product)
         else:  # torch's running product, in its scalar dtype
             state["mu_product"] *= mu
-            mu_product = state["mu_product"].item()
+            # torch's differentiable step computes its step sizes from it as a Tensor
+            product = state["mu_product"]
+            mu_product = product if options.differentiable else product.item()
         return {
             "beta1": beta1,
             "beta2": beta2,
@@ -100,8 +103,12 @@ class NAdamRule(Rule):
         update_first_moment(exp_avg, grad, scalars["beta1"])
         update_second_moment(exp_avg_sq, grad, scalars["beta2"])
         denom = add_eps(exp_avg_sq.div(scalars["bias_correction2"]).sqrt(), scalars["eps"])
-        param.addcdiv_(grad, denom, value=scalars["grad_step"])
-        param.addcdiv_(exp_avg, denom, value=scalars["exp_avg_step"])
+        if options.differentiable:  # as torch's: each numerator scaled first
+            param.addcdiv_(grad * scalars["grad_step"], denom)
+            param.addcdiv_(exp_avg * scalars["exp_avg_step"], denom)
+        else:
+            param.addcdiv_(grad, denom, value=scalars["grad_step"])
+            param.addcdiv_(exp_avg, denom, value=scalars["exp_avg_step"])
 
 
 class NAdam(RuleOptimizer):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from adamkit.algorithms.common import (
+    add_scaled_,
     apply_weight_decay,
     as_float,
     bias_correction,
@@ -16,6 +17,8 @@ from adamkit.algorithms.common import (
     check_choice,
     check_lr,
     check_weight_decay,
+    differentiated,
+    hyperparameter,
     weight_decay_mode,
     weight_decay_scalar,
 )
@@ -40,6 +43,7 @@ class SGDRule(Rule):
     """
 
     multi_tensor = True
+    hypergradients = frozenset({"lr", "weight_decay"})
 
     name = "SGD"
 
@@ -99,7 +103,7 @@ class SGDRule(Rule):
         return run
 
     def scalars(self, group: Group, state: State, options: SGDOptions) -> Scalars:
-        lr = as_float("lr", group["lr"])
+        lr = hyperparameter(group, "lr")
         momentum = as_float("momentum", group["momentum"])
         dampening = as_float("dampening", group["dampening"])
         form = group["momentum_form"]
@@ -130,13 +134,15 @@ class SGDRule(Rule):
     ) -> None:
         grad = apply_weight_decay(param, grad, options.weight_decay_mode, scalars["weight_decay"])
         if not options.momentum:
-            param.add_(grad, alpha=-scalars["lr"])
+            add_scaled_(param, grad, -scalars["lr"])
             return
-        buffer = state["momentum_buffer"]
-        buffer.mul_(scalars["buffer_decay"]).add_(grad, alpha=scalars["grad_weight"])
+        buffer, decay = state["momentum_buffer"], scalars["buffer_decay"]
+        # torch's differentiable step starts the buffer as a detached copy of the gradient
+        fresh = grad.detach() if differentiated(grad) and decay == 0 else grad
+        add_scaled_(buffer.mul_(decay), fresh, scalars["grad_weight"])
         if options.nesterov:
             buffer = grad.mul(scalars["grad_scale"]).add_(buffer, alpha=scalars["momentum"])
-        param.add_(buffer, alpha=-scalars["step_size"])
+        add_scaled_(param, buffer, -scalars["step_size"])
 
     def steps_sparse(self, group: Group) -> bool:
         """torch's momentum form (or no momentum) only."""
