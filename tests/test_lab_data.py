@@ -447,8 +447,33 @@ def test_load_dispatches_and_checks_the_path(tmp_path):
     for name in ("mnist", "cifar10"):
         with pytest.raises(ValueError, match="--data PATH"):
             data.load(name, None)
-    with pytest.raises(ValueError, match="digits, mnist, cifar10"):
+    with pytest.raises(ValueError, match="digits, mnist1d, mnist, cifar10"):
         data.load("imagenet", None)
+    assert data.load("mnist1d", None) is data.mnist1d()
+    with pytest.raises(ValueError, match="--data"):
+        data.load("mnist1d", tmp_path)
+
+
+def test_mnist1d_is_generated_on_the_machine_and_leaves_the_global_rngs_alone():
+    """The mnist1d package's default data set (4 000 / 1 000 sequences of 40, ten balanced
+    classes), standardised with the train split's statistics, as (n, 1, 1, 40); generating
+    it leaves numpy's and Python's global random state where it was."""
+    import random
+
+    data.mnist1d.cache_clear()
+    np.random.seed(7)
+    random.seed(7)
+    dataset = data.mnist1d()
+    assert (np.random.random(), random.random()) == (
+        np.random.RandomState(7).random_sample(),
+        random.Random(7).random(),
+    )
+    assert dataset.train_x.shape == (4000, 1, 1, 40) and dataset.test_x.shape == (1000, 1, 1, 40)
+    assert dataset.train_x.dtype == torch.float32 and dataset.classes == 10
+    assert abs(dataset.train_x.mean().item()) < 1e-5
+    assert dataset.train_x.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+    counts = torch.bincount(torch.cat([dataset.train_y, dataset.test_y]), minlength=10)
+    assert counts.tolist() == [500] * 10
 
 
 # ---------------------------------------------------------------- batches

@@ -22,7 +22,9 @@ import torch
 import adamkit
 
 T = TypeVar("T")
-VERDICTS = ("reproduced", "partly", "not reproduced")
+# "not tested": the run's precondition did not occur (SWATS never switched), so the claim
+# was not put to the test
+VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,9 @@ class Experiment:
 
     ``run(settings)`` returns the numbers (JSON-serialisable); ``plot(numbers, folder)``
     writes PNGs there and returns their file names; ``verdict(numbers)`` returns one of
-    :data:`VERDICTS` and our result in a sentence, computed from the numbers."""
+    :data:`VERDICTS` and our result in a sentence, computed from the numbers by ``rule``:
+    the decision rule, fixed before the run and printed in the report (seeds, statistic,
+    margins, how ties and grid edges are resolved)."""
 
     name: str
     claim: str
@@ -57,12 +61,18 @@ class Experiment:
     run: Callable[[Settings], dict[str, Any]]
     plot: Callable[[dict[str, Any], Path], list[str]]
     verdict: Callable[[dict[str, Any]], tuple[str, str]]
+    rule: str = ""
 
 
-def verdict_of(holds: Sequence[bool]) -> str:
-    """The verdict from the checks of a claim: "reproduced" when all hold, "partly" when
-    some do, "not reproduced" when none does."""
-    return "reproduced" if all(holds) else "partly" if any(holds) else "not reproduced"
+def verdict_of(holds: Sequence[bool | None]) -> str:
+    """The verdict from the checks of a claim, each True (holds), False (does not: it
+    failed, or the data could not decide) or None (not tested: its precondition did not
+    occur): "reproduced" when every tested check holds, "partly" when some do, "not
+    reproduced" when none does, "not tested" when no check was tested."""
+    tested = [hold for hold in holds if hold is not None]
+    if not tested:
+        return "not tested"
+    return "reproduced" if all(tested) else "partly" if any(tested) else "not reproduced"
 
 
 def no_progress(iterable: Iterable[T], description: str, total: int) -> Iterator[T]:
@@ -76,8 +86,12 @@ def bar_progress(iterable: Iterable[T], description: str, total: int) -> Iterato
     return iter(tqdm(iterable, desc=description, total=total, leave=False, disable=None))
 
 
+NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
 def finite(value: Any) -> Any:
-    """``value`` with NaN and ±inf as strings (JSON has no such numbers)."""
+    """``value`` with NaN and ±inf as the strings "nan", "inf", "-inf" (JSON has no such
+    numbers); :func:`restored` reads them back."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, dict):
@@ -85,6 +99,25 @@ def finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite(item) for item in value]
     return value
+
+
+def restored(value: Any) -> Any:
+    """The numbers :func:`finite` wrote, with "nan", "inf" and "-inf" floats again: a
+    verdict recomputed from a saved ``result.json`` sees what the run computed."""
+    if isinstance(value, str):
+        return NONFINITE.get(value, value)
+    if isinstance(value, dict):
+        return {key: restored(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [restored(item) for item in value]
+    return value
+
+
+def read_result(folder: Path) -> dict[str, Any]:
+    """The record :func:`run_experiment` wrote into ``folder``, its numbers restored."""
+    record = json.loads((folder / "result.json").read_text())
+    record["numbers"] = restored(record["numbers"])
+    return record
 
 
 def pyplot() -> Any:
@@ -151,6 +184,7 @@ def run_experiment(experiment: Experiment, settings: Settings, out: Path) -> dic
         "paper": experiment.paper,
         "verdict": verdict,
         "summary": summary,
+        "rule": experiment.rule,
         "mode": settings.mode,
         "seed": settings.seed,
         "dataset": settings.dataset,

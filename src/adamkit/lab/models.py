@@ -39,16 +39,19 @@ def mlp(shape: Shape, classes: int, hidden: int = 128, dropout: float = 0.0) -> 
 
 def cnn(shape: Shape, classes: int, width: int = 16) -> nn.Module:
     """Two stages of 3×3 convolution, ReLU and 2×2 max-pooling, then a ReLU hidden layer
-    (a small version of Kingma & Ba §6.3's c64-c64-c128-1000)."""
+    (a small version of Kingma & Ba §6.3's c64-c64-c128-1000). On sequences (height 1,
+    MNIST-1D) the kernels are 1×3 and the pooling 1×2: a 1-D CNN."""
     channels, height, size = shape
-    features = 2 * width * (height // 4) * (size // 4)
+    rows = 3 if height > 1 else 1  # the kernel's and the pooling's height
+    kernel, pool, padding = (rows, 3), (min(rows, 2), 2), (rows // 2, 1)
+    features = 2 * width * (height // pool[0] // pool[0]) * (size // 4)
     return nn.Sequential(
-        nn.Conv2d(channels, width, 3, padding=1),
+        nn.Conv2d(channels, width, kernel, padding=padding),
         nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.MaxPool2d(pool),
+        nn.Conv2d(width, 2 * width, kernel, padding=padding),
         nn.ReLU(),
-        nn.MaxPool2d(2),
+        nn.MaxPool2d(pool),
         nn.Flatten(),
         nn.Linear(features, 64),
         nn.ReLU(),

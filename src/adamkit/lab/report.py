@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 FIELDS = ("name", "claim", "paper", "verdict", "summary", "mode", "seed", "seconds", "plots")
-COLOURS = {"reproduced": "#1a7f37", "partly": "#9a6700", "not reproduced": "#cf222e"}
+COLOURS = {
+    "reproduced": "#1a7f37",
+    "partly": "#9a6700",
+    "not reproduced": "#cf222e",
+    "not tested": "#59636e",
+}
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem;
@@ -59,6 +64,7 @@ def section(record: dict[str, Any]) -> str:
 <dl>
 <dt>Claim</dt><dd>{e(record["claim"])}</dd>
 <dt>The paper's result</dt><dd>{e(record["paper"])}</dd>
+<dt>Verdict rule (fixed before the run)</dt><dd>{e(str(record.get("rule") or "not recorded"))}</dd>
 <dt>Our result</dt><dd>{e(record["summary"])}</dd>
 </dl>
 <p class="meta">{e(str(record["mode"]))} run, seed {e(str(record["seed"]))},
