@@ -65,8 +65,8 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--dataset",
             choices=data.KNOWN,
-            default="digits",
-            help="data set of the training experiments (default: digits, bundled)",
+            default="mnist1d",
+            help="data set of the training experiments (default: mnist1d, generated)",
         )
         sub.add_argument("--data", metavar="PATH", help="folder of the MNIST or CIFAR-10 files")
     return main

@@ -31,13 +31,13 @@ VERDICTS = ("reproduced", "partly", "not reproduced", "not tested")
 class Settings:
     """How to run: ``mode`` "quick" (at most 60 s on 2 cores) or "full", the seed,
     ``progress(iterable, description, total)``, which wraps a long loop in a progress bar,
-    and the data set of the training experiments (:func:`adamkit.lab.data.load`: "digits",
-    or "mnist"/"cifar10" read from the folder ``data``)."""
+    and the data set of the training experiments (:func:`adamkit.lab.data.load`: "mnist1d"
+    (the default), "digits", or "mnist"/"cifar10" read from the folder ``data``)."""
 
     mode: str
     seed: int
     progress: Callable[[Iterable[T], str, int], Iterator[T]]
-    dataset: str = "digits"
+    dataset: str = "mnist1d"
     data: str | None = None
 
     @property
