@@ -416,6 +416,10 @@ OPTIM_DB += [
             {"granularity": "tensor", "switch_tolerance": 3e-4},
             {"granularity": "tensor", "switch_tolerance": 1e-4, "eps_mode": "paper"},
             {"granularity": "global", "switch_tolerance": 1.2e-4, **WD},
+            # the relative test |Λ − γ| ≤ rtol·|γ|: the group switches at step 3; each tensor
+            # on its own at steps 4 and 145, the third never
+            {"switch_rtol": 0.1},
+            {"granularity": "tensor", "switch_rtol": 0.2},
         ],
         error_inputs=[
             *(e for e in ADAM_ERRORS if not ADAM_ONLY & set(e.kwargs)),
@@ -428,6 +432,22 @@ OPTIM_DB += [
                 {"switch_tolerance": -1e-9},
                 ValueError,
                 r"^Invalid switch threshold: switch_tolerance=-1e-09$",
+            ),
+            ErrorInput(
+                {"switch_rtol": 0.0}, ValueError, r"^Invalid switch threshold: switch_rtol=0\.0$"
+            ),
+            ErrorInput(
+                {"switch_rtol": -0.1}, ValueError, r"^Invalid switch threshold: switch_rtol=-0\.1$"
+            ),
+            ErrorInput(
+                {"switch_rtol": float("inf")},
+                ValueError,
+                r"^Invalid switch threshold: switch_rtol=inf$",
+            ),
+            ErrorInput(
+                {"switch_rtol": "0.1"},
+                TypeError,
+                r"switch_rtol must be a float or a 1-element Tensor, got '0\.1'",
             ),
             ErrorInput(
                 {"granularity": "layer"},

@@ -38,7 +38,7 @@ def test_an_inside_best_is_not_extended_and_seeds_are_averaged():
 
     result = grid_search(run, [0.1, 0.01, 0.03], [0, 2], no_progress, "x")
     assert result["lr"] == 0.03 and result["curves"]["train_loss"] == [1.0]
-    assert result["train_loss_spread"] == [1.0]
+    assert result["train_loss_spread"] == [pytest.approx(2**0.5, rel=1e-15)]  # n − 1
     assert len(result["final_loss_per_lr"]) == 3
 
 

@@ -17,6 +17,8 @@ STEPS = 300
 # Normal gradients, lr 1e-2, β2 = 0.9: the group's bias-corrected average of γ meets the
 # tolerance in the middle of the run (the reference says where; the tests assert the window)
 HYPER = {"lr": 1e-2, "betas": (0.9, 0.9), "switch_tolerance": 1e-4}
+# switch_rtol: on the same gradients the relative test first holds late in the run
+RTOL = 3e-3
 
 
 def normal_script(steps: int, dtype: torch.dtype, seed: int = 0) -> list[list[torch.Tensor]]:
@@ -287,14 +289,61 @@ def test_a_late_param_of_a_global_group_uses_its_own_groups_lr():
     assert point.lr == 2e-2 and optimizer.switch_point(params[0]).lr == HYPER["lr"]
 
 
+@pytest.mark.parametrize("granularity", ["group", "tensor"])
+def test_relative_switch_does_not_depend_on_the_scale_of_the_lr(granularity):
+    """switch_rtol: switch when |Λ − γ_k| ≤ rtol·|γ_k|. On the same gradients p_k, γ_k and Λ
+    scale with the lr, so the relative test switches at the same steps at lr 1e-2 and 1e-6,
+    mid-run, with Λ in proportion; the paper's absolute test (|Λ − γ_k| < 1e-4) switches
+    mid-run at lr 1e-2 but at step 2, the first allowed, at lr 1e-6, where every γ_k is
+    below the tolerance."""
+    script = normal_script(STEPS, torch.float64)
+    relative, absolute = {}, {}
+    for lr in (1e-2, 1e-6):
+        for criterion, found in (({"switch_rtol": RTOL}, relative), ({}, absolute)):
+            params = leaves(torch.float64)
+            config = {**HYPER, "lr": lr, "granularity": granularity, **criterion}
+            optimizer = adamkit.SWATS(params, **config)
+            run(optimizer, params, script, multipliers(STEPS))
+            found[lr] = switch_steps(optimizer, params), optimizer.switch_point(params[0])
+    assert relative[1e-2][0] == relative[1e-6][0] and 50 < max(relative[1e-2][0]) < STEPS
+    assert relative[1e-2][1].sgd_lr == pytest.approx(1e4 * relative[1e-6][1].sgd_lr, rel=1e-9)
+    assert 50 < max(absolute[1e-2][0]) < 250 and absolute[1e-6][0] == [2, 2, 2]
+
+
+def test_the_paper_absolute_test_stays_the_default():
+    """By default switch_rtol is None and the absolute test decides; a given switch_rtol
+    replaces it: with switch_tolerance 1e9, which any γ_k meets at step 2, the switch is
+    where the relative test alone puts it. A group saved without the key (a checkpoint of
+    an earlier adamkit) loads with the default."""
+    script = normal_script(STEPS, torch.float64)
+    steps = []
+    for criterion in ({"switch_tolerance": 1e9}, {"switch_tolerance": 1e9, "switch_rtol": RTOL}):
+        params = leaves(torch.float64)
+        optimizer = adamkit.SWATS(params, **{**HYPER, **criterion})
+        run(optimizer, params, script)
+        steps.append(switch_steps(optimizer, params))
+    assert steps[0] == [2, 2, 2] and 50 < steps[1][0] < STEPS
+    optimizer = adamkit.SWATS(leaves(torch.float64))
+    assert optimizer.param_groups[0]["switch_rtol"] is None
+    saved = optimizer.state_dict()
+    del saved["param_groups"][0]["switch_rtol"]
+    optimizer.param_groups[0]["switch_rtol"] = RTOL
+    optimizer.load_state_dict(saved)
+    assert optimizer.param_groups[0]["switch_rtol"] is None
+
+
+@pytest.mark.parametrize("criterion", [{}, {"switch_rtol": RTOL}], ids=["absolute", "relative"])
 @pytest.mark.parametrize("granularity", ["group", "tensor", "global"])
-def test_fused_switches_where_eager_does(granularity):
+def test_fused_switches_where_eager_does(granularity, criterion):
     """The fused backend takes the projections over its flat buffers: same switch steps,
-    and params within float32 rounding of eager's through both phases."""
+    and params within float32 rounding of eager's through both phases, by the paper's
+    absolute test and by the relative one."""
     results = []
     for backend in ("eager", "fused"):
         params = leaves(torch.float32)
-        optimizer = adamkit.SWATS(params, backend=backend, granularity=granularity, **HYPER)
+        optimizer = adamkit.SWATS(
+            params, backend=backend, granularity=granularity, **{**HYPER, **criterion}
+        )
         run(optimizer, params, normal_script(STEPS, torch.float32), multipliers(STEPS))
         results.append((params, switch_steps(optimizer, params)))
     (eager, eager_steps), (fused, fused_steps) = results

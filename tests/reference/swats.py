@@ -28,6 +28,7 @@ def swats(
     maximize: bool = False,
     eps_mode: str = "efficient",
     switch_tolerance: float = 1e-9,
+    switch_rtol: float | None = None,
     granularity: str = "group",
 ) -> list[list[dict[str, np.ndarray | float]]]:
     """SWATS, ALGORITHMS.md §17a (paper Algorithm 1 as reconstructed), on one param group.
@@ -48,8 +49,10 @@ def swats(
         θ ← θ + p
     then over the unit's params P = Σ p·p, Q = Σ p·g (g after maximize and L2). If Q ≠ 0:
         γ_k = P/(-Q);  λ ← β2 λ + (1-β2) γ_k;  Λ̂ = λ/(1-β2^k)
-        if k > 1 and |Λ̂ - γ_k| < switch_tolerance and Λ̂ > 0: switch, s = k, Λ = Λ̂,
-        η_s = η_k, v = 0 for the unit's params.
+        if k > 1 and Λ̂ > 0 and the test holds: switch, s = k, Λ = Λ̂, η_s = η_k, v = 0 for
+        the unit's params. The test is the paper's |Λ̂ - γ_k| < switch_tolerance, or, with
+        switch_rtol given (not the paper's: relative, as torch.allclose(Λ̂, γ_k, rtol, atol=0)),
+        |Λ̂ - γ_k| <= switch_rtol |γ_k|.
     If Q = 0, λ is unchanged and there is no switch test.
 
     SGD phase (steps k > s; never switches back; m, a no longer updated):
@@ -129,7 +132,11 @@ def swats(
             gamma = pp / -pg
             ema[u] = beta2 * ema[u] + (1 - beta2) * gamma
             corrected = ema[u] / bc2
-            if k > 1 and abs(corrected - gamma) < switch_tolerance and corrected > 0:
+            if switch_rtol is None:
+                close = abs(corrected - gamma) < switch_tolerance
+            else:
+                close = abs(corrected - gamma) <= switch_rtol * abs(gamma)
+            if k > 1 and close and corrected > 0:
                 switch_step[u] = k
                 sgd_lr[u] = corrected
                 eta_switch[u] = eta

@@ -64,6 +64,9 @@ class SWATSRule(Rule):
             raise ValueError(
                 f"Invalid switch threshold: switch_tolerance={group['switch_tolerance']}"
             )
+        rtol = group["switch_rtol"]
+        if rtol is not None and not 0.0 < as_float("switch_rtol", rtol) < math.inf:
+            raise ValueError(f"Invalid switch threshold: switch_rtol={rtol}")
 
     def options(self, group: Group) -> SWATSOptions:
         return SWATSOptions(weight_decay_mode(group))
@@ -175,12 +178,14 @@ def switch_decision(
     group: Group, states: Sequence[State], parts: Sequence[Sums]
 ) -> dict[str, Any] | None:
     """The new switch state of one unit (a group, a tensor, or every "global" group) after
-    its Adam step, or None when pᵀg = 0 leaves it as it was. β2 and the tolerance are those
-    of ``group``, the unit's first group.
+    its Adam step, or None when pᵀg = 0 leaves it as it was. β2 and the switch tolerances
+    are those of ``group``, the unit's first group.
 
     γ_k = pᵀp/(−pᵀg) over the unit's whole step p and gradient g; λ_k = β2·λ_{k−1} +
-    (1−β2)·γ_k; switch when k > 1, Λ = λ_k/(1−β2^k) > 0 and |Λ − γ_k| < tolerance. The sums
-    are added exactly (``math.fsum``), so the decision does not depend on the params' order.
+    (1−β2)·γ_k; switch when k > 1, Λ = λ_k/(1−β2^k) > 0 and |Λ − γ_k| < switch_tolerance
+    (the paper's test), or |Λ − γ_k| ≤ switch_rtol·|γ_k| where ``switch_rtol`` is set. The
+    sums are added exactly (``math.fsum``), so the decision does not depend on the params'
+    order.
     """
 
     def total(name: str) -> float:
@@ -195,10 +200,19 @@ def switch_decision(
     average = beta2 * states[0]["sgd_lr_average"] + (1.0 - beta2) * sgd_lr
     corrected = average / bias_correction(beta2, step)
     decision: dict[str, Any] = {"sgd_lr_average": average}
-    tolerance = as_float("switch_tolerance", group["switch_tolerance"])
-    if step > 1 and corrected > 0.0 and abs(corrected - sgd_lr) < tolerance:
+    if step > 1 and corrected > 0.0 and settled(group, corrected, sgd_lr):
         decision |= {"sgd_lr": corrected, "switch_step": step}
     return decision
+
+
+def settled(group: Group, corrected: float, sgd_lr: float) -> bool:
+    """The switch test on Λ = ``corrected`` and γ_k = ``sgd_lr``: relative,
+    |Λ − γ_k| ≤ switch_rtol·|γ_k|, where the group's ``switch_rtol`` is set; else the
+    paper's absolute |Λ − γ_k| < switch_tolerance."""
+    gap = abs(corrected - sgd_lr)
+    if group["switch_rtol"] is not None:
+        return gap <= as_float("switch_rtol", group["switch_rtol"]) * abs(sgd_lr)
+    return gap < as_float("switch_tolerance", group["switch_tolerance"])
 
 
 class SWATS(RuleOptimizer):
@@ -223,8 +237,18 @@ class SWATS(RuleOptimizer):
     :math:`\gamma_k` is the SGD learning rate whose step :math:`-\gamma_k g_k` projects onto
     :math:`p_k` exactly. The group switches to SGD after step :math:`k` when :math:`k > 1`,
     :math:`\Lambda = \lambda_k/(1-\beta_2^k) > 0` and
-    :math:`|\Lambda - \gamma_k| <` ``switch_tolerance``; from then on, with :math:`v` zeroed
-    at the switch,
+    :math:`|\Lambda - \gamma_k| <` ``switch_tolerance`` (the paper's absolute test, the
+    default), or, where ``switch_rtol`` is given, the relative test
+
+    .. math::
+        |\Lambda - \gamma_k| \le \mathrm{switch\_rtol} \cdot |\gamma_k|
+
+    (``switch_tolerance`` then unused), the relative part of the ``torch.allclose(Λ, γ_k,
+    rtol)`` test of other implementations. The paper's ε = 1e-9 is an absolute tolerance on
+    an lr-sized quantity: it is below float32's resolution of any γ_k above 0.01, and on
+    mini-batch gradients γ_k fluctuates from step to step by far more, so the paper's test
+    may never pass; a relative tolerance does not depend on the scale of γ_k (Λ and γ_k
+    scale with the lr). From then on, with :math:`v` zeroed at the switch,
 
     .. math::
         v_k = \beta_1 v_{k-1} + g_k, \quad
@@ -243,8 +267,9 @@ class SWATS(RuleOptimizer):
     ``p`` and ``g`` are the whole group's flattened step and gradient (``granularity=
     "group"``), each tensor's own (``"tensor"``), or those of every param of every group with
     ``granularity="global"``: the paper's switch of the whole model, also when the model is
-    split into groups (say, by :func:`adamkit.weight_decay_groups`); its β2 and tolerance are
-    those of the first such group. The sums are exact, so the params' order does not matter.
+    split into groups (say, by :func:`adamkit.weight_decay_groups`); its β2 and switch
+    tolerances are those of the first such group. The sums are exact, so the params' order
+    does not matter.
     A param that first gets a gradient after its peers switched joins the SGD phase with a
     zero momentum.
 
@@ -258,7 +283,11 @@ class SWATS(RuleOptimizer):
         maximize: maximize the objective.
         weight_decay_mode: ``"l2"``, ``"decoupled_lr"`` or ``"decoupled_schedule"``.
         eps_mode: ``"efficient"`` or ``"paper"``, as in :class:`adamkit.Adam`.
-        switch_tolerance: the switch test's threshold (the paper uses ε = 1e-9 for both).
+        switch_tolerance: the absolute threshold of the switch test (the paper uses
+            ε = 1e-9 for both); must be > 0.
+        switch_rtol: None (default: the paper's absolute test) or the relative tolerance
+            (> 0, finite) of the switch test |Λ − γ_k| ≤ switch_rtol·|γ_k|, a departure
+            from the paper.
         granularity: ``"group"``, ``"tensor"`` or ``"global"``.
         skip_nonfinite: skip the whole step (params, state and step count untouched) when
             any gradient holds a NaN or an Inf, counting it in ``skipped_steps``.
@@ -289,6 +318,7 @@ class SWATS(RuleOptimizer):
         weight_decay_mode: str = "l2",
         eps_mode: str = "efficient",
         switch_tolerance: float = 1e-9,
+        switch_rtol: float | None = None,
         granularity: str = "group",
         backend: str = "eager",
         skip_nonfinite: bool = False,
@@ -303,6 +333,7 @@ class SWATS(RuleOptimizer):
             "weight_decay_mode": weight_decay_mode,
             "eps_mode": eps_mode,
             "switch_tolerance": switch_tolerance,
+            "switch_rtol": switch_rtol,
             "granularity": granularity,
         }
         super().__init__(

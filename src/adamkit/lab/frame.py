@@ -187,7 +187,8 @@ def run_experiment(experiment: Experiment, settings: Settings, out: Path) -> dic
         "rule": experiment.rule,
         "mode": settings.mode,
         "seed": settings.seed,
-        "dataset": settings.dataset,
+        # an experiment that ran on another data set than asked for names it
+        "dataset": numbers.get("dataset", settings.dataset),
         "seconds": round(seconds, 2),
         "plots": plots,
         "versions": {

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from adamkit.lab import stats
 from adamkit.lab.data import Dataset, batches
 from adamkit.lab.models import Builder
 
@@ -90,9 +91,10 @@ def mean_history(runs: Sequence[History]) -> History:
 
 
 def spread(runs: Sequence[History], key: str) -> list[float]:
-    """The per-epoch standard deviation over seeds of ``key`` (0 for one seed)."""
+    """The per-epoch sample standard deviation (n − 1) over seeds of ``key`` (NaN for one
+    seed: one run shows no spread)."""
     columns = zip(*(r[key] for r in runs), strict=True)
-    return [torch.tensor(c, dtype=torch.float64).std(unbiased=False).item() for c in columns]
+    return [stats.mean_sd(column)[1] for column in columns]
 
 
 def grid_search(
