@@ -82,6 +82,11 @@ def train(
     return history
 
 
+def area(history: History) -> float:
+    """The mean training loss over the epochs: the area under the curve (inf if diverged)."""
+    return math.fsum(history["train_loss"]) / len(history["train_loss"])
+
+
 def mean_history(runs: Sequence[History]) -> History:
     """The per-epoch mean over seeds of every curve."""
     return {
@@ -139,7 +144,7 @@ def grid_search(
         "lr": best,
         "curves": curves,
         # the area under its training-loss curve: how fast it converged
-        "area": math.fsum(curves["train_loss"]) / len(curves["train_loss"]),
+        "area": area(curves),
         "train_loss_spread": spread(results[best], "train_loss"),
         "final_loss_per_lr": {f"{lr:.3g}": final(lr) for lr in grid},
     }

@@ -24,7 +24,7 @@ import torch
 import adamkit
 from adamkit.lab import data, models, stats
 from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save, verdict_of
-from adamkit.lab.training import History, mean_history, train
+from adamkit.lab.training import History, area, mean_history, train
 
 MODELS = {
     "logistic regression": models.logistic,
@@ -72,11 +72,6 @@ RULE = (
     "past it decides nothing and does not hold (so one seed never holds). Reproduced when it "
     "holds for every model, partly for some, not reproduced for none."
 )
-
-
-def area(history: History) -> float:
-    """The mean training loss over the epochs: the area under the curve (inf if diverged)."""
-    return math.fsum(history["train_loss"]) / len(history["train_loss"])
 
 
 def search(
