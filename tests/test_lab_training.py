@@ -11,7 +11,7 @@ import torch
 import adamkit
 from adamkit.lab import data, models
 from adamkit.lab.frame import no_progress
-from adamkit.lab.training import grid_search, initial_weights, train
+from adamkit.lab.training import grid_search, initial_weights, mean_history, spread, train
 
 
 def curve(loss):
@@ -26,10 +26,10 @@ def test_the_grid_is_extended_past_a_best_end():
         return curve((math.log10(lr) - math.log10(0.9)) ** 2)
 
     result = grid_search(run, [0.01, 0.03, 0.09], [0], no_progress, "x")
-    assert result["lr"] == pytest.approx(0.81)
+    assert result.lr == pytest.approx(0.81) and not result.at_edge
     expected = ["0.01", "0.03", "0.09", "0.27", "0.81", "2.43"]
     assert [f"{lr:.3g}" for lr in calls] == expected
-    assert list(result["final_loss_per_lr"]) == expected
+    assert list(result.scores_text()) == expected
 
 
 def test_an_inside_best_is_not_extended_and_seeds_are_averaged():
@@ -37,9 +37,9 @@ def test_an_inside_best_is_not_extended_and_seeds_are_averaged():
         return curve(abs(lr - 0.03) + seed)
 
     result = grid_search(run, [0.1, 0.01, 0.03], [0, 2], no_progress, "x")
-    assert result["lr"] == 0.03 and result["curves"]["train_loss"] == [1.0]
-    assert result["train_loss_spread"] == [pytest.approx(2**0.5, rel=1e-15)]  # n − 1
-    assert len(result["final_loss_per_lr"]) == 3
+    assert result.lr == 0.03 and mean_history(result.kept)["train_loss"] == [1.0]
+    assert spread(result.kept, "train_loss") == [pytest.approx(2**0.5, rel=1e-15)]  # n − 1
+    assert len(result.scores) == 3
 
 
 def test_every_optimizer_starts_alike_and_sees_the_same_batches():

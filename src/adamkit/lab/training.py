@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -102,49 +103,68 @@ def spread(runs: Sequence[History], key: str) -> list[float]:
     return [stats.mean_sd(column)[1] for column in columns]
 
 
+def final_loss(runs: Sequence[History]) -> float:
+    """The mean over seeds of the final training loss."""
+    return mean_history(runs)["train_loss"][-1]
+
+
+def mean_area(runs: Sequence[History]) -> float:
+    """The mean over seeds of the area under the training-loss curve."""
+    return stats.mean_sd([area(h) for h in runs])[0]
+
+
+@dataclass(frozen=True)
+class Search:
+    """A grid search: the lr kept, whether it is at an end of the grid searched, the score of
+    every lr searched and its runs (one history per seed, in the seeds' order)."""
+
+    lr: float
+    at_edge: bool
+    scores: dict[float, float]
+    runs: dict[float, list[History]]
+
+    @property
+    def kept(self) -> list[History]:
+        """The runs of the lr kept."""
+        return self.runs[self.lr]
+
+    def scores_text(self) -> dict[str, float]:
+        """The scores keyed by the lr written to 3 significant digits (for result.json)."""
+        return {f"{lr:.3g}": score for lr, score in self.scores.items()}
+
+
 def grid_search(
     run: Callable[[float, int], History],
     lrs: Sequence[float],
     seeds: Sequence[int],
     progress: Callable[..., Any],
     label: str,
+    score: Callable[[Sequence[History]], float] = final_loss,
     extensions: int = 3,
-) -> dict[str, Any]:
-    """``run(lr, seed)`` for every lr and seed; the lr whose mean final training loss is
-    lowest, its mean curves, their spread over seeds and the mean training loss over the
-    epochs ("area"), and every lr's final loss. Where
-    the best lr is at an end of the grid, the grid is extended there by its own ratio, up to
-    ``extensions`` times (Wilson et al.'s recipe), so that no optimizer is held back by the
-    grid it was given."""
+) -> Search:
+    """``run(lr, seed)`` for every lr and seed; the lr of the lowest ``score`` of its runs
+    (:func:`stats.best`: exact ties to the middle of the tied range). Where it is at an end of
+    the grid, the grid is extended there by its own ratio, up to ``extensions`` times (Wilson
+    et al.'s recipe), so that no optimizer is held back by the grid it was given; an lr still
+    at an end is flagged ``at_edge``."""
     grid = sorted(lrs)
-    results: dict[float, list[History]] = {}
+    runs: dict[float, list[History]] = {}
 
     def evaluate(new: Sequence[float]) -> None:
         cells = [(lr, seed) for lr in new for seed in seeds]
         for lr, seed in progress(cells, label, len(cells)):
-            results.setdefault(lr, []).append(run(lr, seed))
+            runs.setdefault(lr, []).append(run(lr, seed))
 
-    def final(lr: float) -> float:
-        return mean_history(results[lr])["train_loss"][-1]
+    def optimum() -> stats.Best:
+        return stats.best({lr: score(runs[lr]) for lr in grid})
 
     evaluate(grid)
     for _ in range(extensions):
-        best = min(grid, key=lambda lr: (final(lr), lr))
-        if best == grid[-1] and len(grid) > 1:
-            grid.append(grid[-1] * grid[-1] / grid[-2])
-            evaluate(grid[-1:])
-        elif best == grid[0] and len(grid) > 1:
-            grid.insert(0, grid[0] * grid[0] / grid[1])
-            evaluate(grid[:1])
-        else:
+        kept = optimum()
+        if not kept.at_edge:
             break
-    best = min(grid, key=lambda lr: (final(lr), lr))
-    curves = mean_history(results[best])
-    return {
-        "lr": best,
-        "curves": curves,
-        # the area under its training-loss curve: how fast it converged
-        "area": area(curves),
-        "train_loss_spread": spread(results[best], "train_loss"),
-        "final_loss_per_lr": {f"{lr:.3g}": final(lr) for lr in grid},
-    }
+        new = grid[-1] ** 2 / grid[-2] if kept.key == grid[-1] else grid[0] ** 2 / grid[1]
+        evaluate([new])
+        grid = sorted([*grid, new])
+    kept = optimum()
+    return Search(kept.key, kept.at_edge, {lr: score(runs[lr]) for lr in grid}, runs)

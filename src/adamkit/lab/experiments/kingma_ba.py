@@ -24,7 +24,15 @@ import torch
 import adamkit
 from adamkit.lab import data, models, stats
 from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save, verdict_of
-from adamkit.lab.training import History, area, mean_history, train
+from adamkit.lab.training import (
+    History,
+    area,
+    grid_search,
+    mean_area,
+    mean_history,
+    spread,
+    train,
+)
 
 MODELS = {
     "logistic regression": models.logistic,
@@ -81,44 +89,19 @@ def search(
     progress: Callable[..., Any],
     label: str,
 ) -> dict[str, Any]:
-    """``run(lr, seed)`` for every lr and seed; the lr of the lowest mean area over the seeds
-    (:func:`stats.best`), the grid extended by its own ratio past a best end up to
-    :data:`EXTENSIONS` times. Returns that lr, whether it is still at an end of the grid, the
-    mean area of every lr searched, its per-seed areas, mean curves and their per-epoch sample
-    standard deviation."""
-    grid = sorted(lrs)
-    runs: dict[float, list[History]] = {}
-
-    def evaluate(new: Sequence[float]) -> None:
-        cells = [(lr, seed) for lr in new for seed in seeds]
-        for lr, seed in progress(cells, label, len(cells)):
-            runs.setdefault(lr, []).append(run(lr, seed))
-
-    def mean_area(lr: float) -> float:
-        return stats.mean_sd([area(h) for h in runs[lr]])[0]
-
-    def optimum() -> stats.Best:
-        return stats.best({lr: mean_area(lr) for lr in grid})
-
-    evaluate(grid)
-    for _ in range(EXTENSIONS):
-        kept = optimum()
-        if not kept.at_edge:
-            break
-        new = grid[-1] ** 2 / grid[-2] if kept.key == grid[-1] else grid[0] ** 2 / grid[1]
-        evaluate([new])
-        grid = sorted([*grid, new])
-    kept = optimum()
-    histories = runs[kept.key]
-    losses = zip(*(h["train_loss"] for h in histories), strict=True)
+    """:func:`grid_search` by the mean area over the seeds, extended up to
+    :data:`EXTENSIONS` times. Returns the lr kept, whether it is still at an end of the grid,
+    the mean area of every lr searched, the kept lr's per-seed areas, mean curves and their
+    per-epoch sample standard deviation."""
+    found = grid_search(run, lrs, seeds, progress, label, mean_area, EXTENSIONS)
     return {
-        "lr": kept.key,
-        "at_edge": kept.at_edge,
-        "area_per_lr": {f"{lr:.3g}": mean_area(lr) for lr in grid},
-        "areas": [area(h) for h in histories],
-        "area": mean_area(kept.key),
-        "curves": mean_history(histories),
-        "train_loss_sd": [stats.mean_sd(column)[1] for column in losses],
+        "lr": found.lr,
+        "at_edge": found.at_edge,
+        "area_per_lr": found.scores_text(),
+        "areas": [area(h) for h in found.kept],
+        "area": found.scores[found.lr],
+        "curves": mean_history(found.kept),
+        "train_loss_sd": spread(found.kept, "train_loss"),
     }
 
 

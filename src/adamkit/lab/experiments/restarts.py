@@ -20,7 +20,7 @@ from typing import Any
 import adamkit
 from adamkit.lab import data, models, stats
 from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save, verdict_of
-from adamkit.lab.training import History, grid_search, train
+from adamkit.lab.training import History, grid_search, mean_history, spread, train
 
 T_0, T_MULT = 2, 2
 WEIGHT_DECAY_NORM = 0.05  # the paper's good values: 0.025 and 0.05 (Appendix D)
@@ -88,19 +88,20 @@ def run(settings: Settings) -> dict[str, Any]:
         "methods": {},
     }
     for name, schedule in schedules(len(dataset.train_y), epochs).items():
-        histories: dict[tuple[float, int], History] = {}
 
-        def one(lr: float, seed: int, schedule=schedule, histories=histories) -> History:
-            histories[lr, seed] = train(
+        def one(lr: float, seed: int, schedule=schedule) -> History:
+            return train(
                 models.mlp, dataset, adamw, lr, epochs, seed, BATCH_SIZE, schedule=schedule
             )
-            return histories[lr, seed]
 
         found = grid_search(one, grid, seeds, settings.progress, name)
-        found["test_accuracy_per_seed"] = [
-            histories[found["lr"], seed]["test_accuracy"] for seed in seeds
-        ]
-        results["methods"][name] = found
+        results["methods"][name] = {
+            "lr": found.lr,
+            "curves": mean_history(found.kept),
+            "train_loss_spread": spread(found.kept, "train_loss"),
+            "final_loss_per_lr": found.scores_text(),
+            "test_accuracy_per_seed": [h["test_accuracy"] for h in found.kept],
+        }
     return results
 
 

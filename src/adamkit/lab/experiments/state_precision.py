@@ -91,23 +91,16 @@ def run(settings: Settings) -> dict[str, Any]:
         def one(lr: float, seed: int, state_dtype: Any = None, build=build, make=make) -> History:
             return train(build, dataset, lambda p, r: make(p, r, state_dtype), lr, epochs, seed)
 
-        histories: dict[tuple[float, int], History] = {}
-
-        def remembered(lr: float, seed: int, one=one, histories=histories) -> History:
-            histories[lr, seed] = one(lr, seed)
-            return histories[lr, seed]
-
-        best = grid_search(remembered, grid, seeds, settings.progress, f"{label}, float32")
-        lr, tried = best["lr"], sorted({key for key, _ in histories})
-        arms = {"float32": summary([histories[lr, seed] for seed in seeds])}
+        found = grid_search(one, grid, seeds, settings.progress, f"{label}, float32")
+        lr = found.lr
+        arms = {"float32": summary(found.kept)}
         for arm, state_dtype, arm_seeds in (
             (CONTROL, None, others),
             *((precision, kept, seeds) for precision, kept in PRECISIONS.items()),
         ):
             cells = settings.progress(arm_seeds, f"{label}, {arm}", len(arm_seeds))
             arms[arm] = summary([one(lr, seed, state_dtype) for seed in cells])
-        at_edge = lr in (tried[0], tried[-1])
-        results["runs"][label] = {"lr": lr, "at_edge": at_edge, "precisions": arms}
+        results["runs"][label] = {"lr": lr, "at_edge": found.at_edge, "precisions": arms}
     return results
 
 

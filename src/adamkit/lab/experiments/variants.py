@@ -21,7 +21,7 @@ from torch import Tensor
 import adamkit
 from adamkit.lab import data, models, stats
 from adamkit.lab.frame import Experiment, Settings, lr_label, plot_epochs, pyplot, save, verdict_of
-from adamkit.lab.training import History, area, grid_search, train
+from adamkit.lab.training import History, area, grid_search, mean_history, spread, train
 
 
 def nd_adam(params: Iterable[Tensor], lr: float) -> adamkit.NDAdam:
@@ -99,26 +99,19 @@ def run(settings: Settings) -> dict[str, Any]:
         "optimizers": {},
     }
     for name, make in OPTIMIZERS.items():
-        histories: dict[tuple[float, int], History] = {}
 
-        def one(lr: float, seed: int, make=make, histories=histories) -> History:
-            histories[lr, seed] = train(models.mlp, dataset, make, lr, epochs, seed)
-            return histories[lr, seed]
+        def one(lr: float, seed: int, make=make) -> History:
+            return train(models.mlp, dataset, make, lr, epochs, seed)
 
-        best = grid_search(one, grid, seeds, settings.progress, name)
-        kept = [histories[best["lr"], seed] for seed in seeds]
-        losses = zip(*(h["train_loss"] for h in kept), strict=True)
+        found = grid_search(one, grid, seeds, settings.progress, name)
         results["optimizers"][name] = {
-            "lr": best["lr"],
-            "curves": best["curves"],
-            "train_loss_sd": [stats.mean_sd(column)[1] for column in losses],
+            "lr": found.lr,
+            "curves": mean_history(found.kept),
+            "train_loss_sd": spread(found.kept, "train_loss"),
             # per lr tried, each seed's value of every metric
             "per_lr": {
-                f"{lr:.6g}": {
-                    key: [metric(histories[lr, seed]) for seed in seeds]
-                    for key, metric in METRICS.items()
-                }
-                for lr in sorted({key for key, _ in histories})
+                f"{lr:.6g}": {key: [metric(h) for h in runs] for key, metric in METRICS.items()}
+                for lr, runs in sorted(found.runs.items())
             },
         }
     return results
