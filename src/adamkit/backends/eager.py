@@ -19,7 +19,7 @@ from torch import Tensor
 
 from adamkit.backends.multi import TensorList
 from adamkit.precision import pack, salt, storage, unpack
-from adamkit.rule import Group, Rule, Scalars, Sums, scalar_dtype
+from adamkit.rule import Group, Rule, Scalars, State, Sums, scalar_dtype
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 # params stepped in one multi-tensor call hold at most this many elements together (128 KB
@@ -55,7 +55,7 @@ def any_dtensor(values: Sequence[Any]) -> bool:
 def operand(tensor: Tensor) -> Tensor:
     """What an update steps for a param, its gradient or a state tensor: a DTensor's local
     shard, a complex tensor's real view."""
-    if is_dtensor(tensor):
+    if type(tensor) not in PLAIN and is_dtensor(tensor):
         tensor = tensor.to_local()
     return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
@@ -120,7 +120,8 @@ def step_group(
                     f"state_dtype={state_dtype!r} for a DTensor param (FSDP2) of shape "
                     f"{tuple(param.shape)}: compact state is kept for plain tensors only"
                 )
-    start_step(rule, group, options, params, states)
+    entries = [states[param] for param in params]
+    start_step(rule, group, options, params, entries)
     maximize = group["maximize"]
     step = apply_update if update is None else update
     # many params in one call where each is plain: the rule's own update, without autograd
@@ -130,23 +131,23 @@ def step_group(
     )
     batches: Batches = {}
     sums: list[Sums | None] = []
-    for param, scalars in zip(params, shared_scalars(rule, group, params, states), strict=True):
-        state = states[param]
-        if param.grad.is_sparse:  # nn.Embedding(sparse=True): the rule's sparse form
-            grad = -param.grad if maximize else param.grad
-            rule.sparse_update(param, grad, state, scalars, options)
+    scalars_of = shared_scalars(rule, group, entries)
+    for param, state, scalars in zip(params, entries, scalars_of, strict=True):
+        grad = param.grad
+        if grad.is_sparse:  # nn.Embedding(sparse=True): the rule's sparse form
+            rule.sparse_update(param, -grad if maximize else grad, state, scalars, options)
             sums.append(None)
             continue
         for name in state_names:
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
-        kept = {}
+        kept, work = {}, {}
         if state_dtype is not None:
             kept = {n: storage(state_dtype, param.dtype, state[n].numel()) for n in state_names}
             kept = {n: form for n, form in kept.items() if form is not None}
-        work = {n: unpack(state, n, n not in rule.nonnegative_states) for n in kept}
+            work = {n: unpack(state, n, n not in rule.nonnegative_states) for n in kept}
         tensors = [work[n] if n in work else operand(state[n]) for n in state_names]
-        target, grad = operand(param), operand(param.grad)
+        target, grad = operand(param), operand(grad)
         if batch and not work and add_to_batch(batches, scalars, target, grad, tensors):
             sums.append(None)
             continue
@@ -221,14 +222,14 @@ def chunks(members: list[list[Tensor]]) -> list[list[list[Tensor]]]:
 
 
 def start_step(
-    rule: Rule, group: Group, options: Any, params: Sequence[Tensor], states: States
+    rule: Rule, group: Group, options: Any, params: Sequence[Tensor], entries: Sequence[State]
 ) -> None:
-    """Create the rule's scalar state and each param's ``step`` where missing and advance
-    every step count by one (where the rule counts steps, :meth:`Rule.counts_steps`)."""
+    """Create the rule's scalar state and each param's ``step`` in its state (``entries``,
+    in the params' order) where missing and advance every step count by one (where the
+    rule counts steps, :meth:`Rule.counts_steps`)."""
     counts = rule.counts_steps(group)
     steps = []
-    for param in params:
-        state = states[param]
+    for param, state in zip(params, entries, strict=True):
         step = step_count(state) if counts else None
         for name in rule.scalar_state_names:
             if name not in state:
@@ -261,16 +262,14 @@ def advance(steps: list[Tensor]) -> None:
 NUMBER = object()  # marks a 0-dim tensor of state in shared_scalars
 
 
-def shared_scalars(
-    rule: Rule, group: Group, params: Sequence[Tensor], states: States
-) -> list[Scalars]:
-    """The rule's numbers for each of ``params``, computed once per set of params whose
-    states agree on all the numbers may read: which entries they hold and the values of
-    their 0-dim and plain entries (the step count, NAdam's ``mu_product``, SWATS' switch).
-    Scalar state the rule advances (``mu_product``) is advanced for the first param of a
-    set and copied to the others. All 0-dim values are read in one host sync."""
+def shared_scalars(rule: Rule, group: Group, entries: Sequence[State]) -> list[Scalars]:
+    """The rule's numbers for each param of ``entries`` (their states), computed once per
+    set of params whose states agree on all the numbers may read: which entries they hold
+    and the values of their 0-dim and plain entries (the step count, NAdam's
+    ``mu_product``, SWATS' switch). Scalar state the rule advances (``mu_product``) is
+    advanced for the first param of a set and copied to the others. All 0-dim values are
+    read in one host sync."""
     options = rule.options(group)
-    entries = [states[param] for param in params]
     numbers: list[Tensor] = []  # the 0-dim tensors of all states, read at once
     templates = []  # each state's values: NUMBER for a 0-dim tensor, None for another
     for state in entries:

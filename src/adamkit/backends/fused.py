@@ -231,7 +231,8 @@ class FusedBackend:
         rest = step_torch_kernel(rule, group, options, params, states, grad_scale)
         if not rest:
             return [None] * len(params)
-        start_step(rule, group, options, rest, states)
+        entries = [states[param] for param in rest]
+        start_step(rule, group, options, rest, entries)
         names = tuple(rule.state_names(options))
         maximize = bool(group["maximize"])
         sums: dict[int, Sums | None] = {}
@@ -240,8 +241,8 @@ class FusedBackend:
         numbers: dict[tuple[Any, ...], Scalars] = {}
         batches: Batches = {}
         batch = rule.multi_tensor and grad_scale is None
-        for param, scalars in zip(rest, shared_scalars(rule, group, rest, states), strict=True):
-            state = states[param]
+        scalars_of = shared_scalars(rule, group, entries)
+        for param, state, scalars in zip(rest, entries, scalars_of, strict=True):
             for name in names:
                 if name not in state:
                     state[name] = rule.init_state(name, param, options)
