@@ -23,6 +23,8 @@ WEIGHT_DECAY_MODES = ("l2", "decoupled_lr", "decoupled_schedule")
 
 def as_float(name: str, value: Any) -> float:
     """A hyperparameter as a Python float; a Tensor must have exactly one element."""
+    if type(value) is float:  # the common case, without the checks' cost on every step
+        return value
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"Tensor {name} must be 1-element")

@@ -290,7 +290,7 @@ def shared_scalars(rule: Rule, group: Group, entries: Sequence[State]) -> list[S
     sets: dict[tuple[Any, ...], Scalars] = {}
     result = []
     for state, template in zip(entries, templates, strict=True):
-        key = (tuple(state), tuple(next(values) if v is NUMBER else v for v in template))
+        key = (tuple(state), tuple([next(values) if v is NUMBER else v for v in template]))
         if key not in sets:
             sets[key] = rule.scalars(group, state, options)
             sets[key, "first"] = state
