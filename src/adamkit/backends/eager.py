@@ -55,7 +55,7 @@ def any_dtensor(values: Sequence[Any]) -> bool:
 def operand(tensor: Tensor) -> Tensor:
     """What an update steps for a param, its gradient or a state tensor: a DTensor's local
     shard, a complex tensor's real view."""
-    if type(tensor) not in PLAIN and is_dtensor(tensor):
+    if is_dtensor(tensor):
         tensor = tensor.to_local()
     return torch.view_as_real(tensor) if tensor.is_complex() else tensor
 
@@ -131,7 +131,7 @@ def step_group(
     )
     batches: Batches = {}
     sums: list[Sums | None] = []
-    scalars_of = shared_scalars(rule, group, entries)
+    scalars_of = shared_scalars(rule, group, options, entries)
     for param, state, scalars in zip(params, entries, scalars_of, strict=True):
         grad = param.grad
         if grad.is_sparse:  # nn.Embedding(sparse=True): the rule's sparse form
@@ -262,14 +262,15 @@ def advance(steps: list[Tensor]) -> None:
 NUMBER = object()  # marks a 0-dim tensor of state in shared_scalars
 
 
-def shared_scalars(rule: Rule, group: Group, entries: Sequence[State]) -> list[Scalars]:
-    """The rule's numbers for each param of ``entries`` (their states), computed once per
-    set of params whose states agree on all the numbers may read: which entries they hold
-    and the values of their 0-dim and plain entries (the step count, NAdam's
-    ``mu_product``, SWATS' switch). Scalar state the rule advances (``mu_product``) is
-    advanced for the first param of a set and copied to the others. All 0-dim values are
-    read in one host sync."""
-    options = rule.options(group)
+def shared_scalars(
+    rule: Rule, group: Group, options: Any, entries: Sequence[State]
+) -> list[Scalars]:
+    """The rule's numbers (``options``: the rule's for ``group``) for each param of
+    ``entries`` (their states), computed once per set of params whose states agree on all
+    the numbers may read: which entries they hold and the values of their 0-dim and plain
+    entries (the step count, NAdam's ``mu_product``, SWATS' switch). Scalar state the rule
+    advances (``mu_product``) is advanced for the first param of a set and copied to the
+    others. All 0-dim values are read in one host sync."""
     numbers: list[Tensor] = []  # the 0-dim tensors of all states, read at once
     templates = []  # each state's values: NUMBER for a 0-dim tensor, None for another
     for state in entries:

@@ -241,7 +241,7 @@ class FusedBackend:
         numbers: dict[tuple[Any, ...], Scalars] = {}
         batches: Batches = {}
         batch = rule.multi_tensor and grad_scale is None
-        scalars_of = shared_scalars(rule, group, entries)
+        scalars_of = shared_scalars(rule, group, options, entries)
         for param, state, scalars in zip(rest, entries, scalars_of, strict=True):
             for name in names:
                 if name not in state:
