@@ -135,6 +135,51 @@ def test_fused_handles_frozen_empty_and_non_contiguous_params(info, dtype):
     assert_close_to(fused, eager, dtype, info.name)
 
 
+def large_params(dtype, complex_params=True):
+    """Params of 64 k elements or more, which step one kernel call each where they lie: a
+    vector with a tail after the last full SIMD width, a matrix, a channels_last conv
+    weight, a transposed matrix (another memory order than its state: eager's loop) and a
+    complex vector (its real view); ND-Adam's rows of unit norm."""
+    generator = torch.Generator().manual_seed(2)
+    vector = torch.randn(70_001, generator=generator, dtype=dtype)
+    matrix = torch.randn(257, 260, generator=generator, dtype=dtype)
+    conv = torch.randn(8, 9, 30, 31, generator=generator, dtype=dtype)
+    conv = conv.contiguous(memory_format=torch.channels_last)
+    transposed = torch.randn(300, 230, generator=generator, dtype=dtype).t()
+    params = [vector, matrix, conv, transposed]
+    if complex_params:
+        params.append(torch.randn(33_000, generator=generator, dtype=dtype.to_complex()))
+    adamkit.normalize_vectors_(params[1:4])
+    return [p.requires_grad_() for p in params]
+
+
+def large_steps(optimizer, params):
+    """5 steps of new gradients; the matrix frozen on step 2, the vector's storage replaced
+    (``p.data = p.data.clone()``) before step 4."""
+    generator = torch.Generator().manual_seed(3)
+    for step in range(1, 6):
+        if step == 4:
+            params[0].data = params[0].data.clone()
+        for index, param in enumerate(params):
+            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+            param.grad = None if (index == 1 and step == 2) else noise
+        optimizer.step()
+    return snapshot(optimizer, params)
+
+
+@pytest.mark.parametrize("info", [pytest.param(info, id=info.name) for info in FUSABLE])
+def test_large_params_step_where_they_lie_as_on_eager(info):
+    """The kernel's direct call of its C loop on large params, each read and written in
+    memory order where it lies (the size, the pointers and the layouts right): as eager."""
+
+    def params(dtype):
+        return large_params(dtype, info.cls.rule.supports_complex)
+
+    feed = large_steps
+    eager, fused = twin_runs(info, {}, torch.float32, params=params, feed=feed)
+    assert_close_to(fused, eager, torch.float32, info.name)
+
+
 def test_params_keep_their_strides_and_identity():
     params = awkward_params(torch.float32)
     strides = [p.stride() for p in params]

@@ -290,6 +290,7 @@ def shared_scalars(
         values = iter([v.item() for v in numbers])
     sets: dict[tuple[Any, ...], Scalars] = {}
     result = []
+    copies: tuple[list[Tensor], list[Tensor]] = ([], [])  # advanced scalar state: to, from
     for state, template in zip(entries, templates, strict=True):
         key = (tuple(state), tuple([next(values) if v is NUMBER else v for v in template]))
         if key not in sets:
@@ -297,8 +298,11 @@ def shared_scalars(
             sets[key, "first"] = state
         else:
             for name in rule.scalar_state_names:
-                state[name].copy_(sets[key, "first"][name])
+                copies[0].append(state[name])
+                copies[1].append(sets[key, "first"][name])
         result.append(sets[key])
+    if copies[0]:
+        torch._foreach_copy_(*copies)
     return result
 
 

@@ -31,6 +31,8 @@ param, a new size or a different set of params with gradients compiles nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import torch
@@ -67,7 +69,7 @@ class Kernel:
     graph (they choose code); the param, gradient, state tensors and 0-dim numbers are its
     inputs, by name.
 
-    Once compiled, the graph is called directly: the kernel's key (:func:`run_kernel`)
+    Once compiled, the graph is called directly: the kernel's key (:func:`kernel_for`)
     fixes everything dynamo's guards would check (dtypes, device, dims, contiguity, the
     constants), so the guards' cost per call (≈ 70 µs on 2 CPU cores) is not paid. Where
     the graph's inputs cannot be matched to the arguments, or the update returns sums
@@ -82,10 +84,13 @@ class Kernel:
         numbers: Scalars,
         maximize: bool,
         scaled: bool,
+        width: int,
     ) -> None:
+        self.width = width
         self.tensor_numbers = [n for n, v in numbers.items() if not isinstance(v, bool)]
         constants = {n: v for n, v in numbers.items() if isinstance(v, bool)}
         states = [f"state{i}" for i in range(len(names))]
+        self.tensors = 2 + len(states)  # param, grad, state: the arguments with a dynamic dim
         inputs = [f"number{i}" for i in range(len(self.tensor_numbers))]
         self.arguments = ["param", "grad", *states, *inputs, *(["grad_scale"] if scaled else [])]
         entries = [f"{n!r}: {a}" for n, a in zip(self.tensor_numbers, inputs, strict=True)]
@@ -106,7 +111,10 @@ class Kernel:
             "constants": constants,
         }
         exec(compile(source, f"<adamkit kernel {name}>", "exec"), namespace)
-        self.direct: tuple[Callable, list[int]] | None = None
+        # a function and what it takes from the arguments (with the size last): the
+        # compiled graph, and the C loop in it (see find_loop)
+        self.direct: tuple[Callable, itemgetter] | None = None
+        self.loop: tuple[Callable, itemgetter] | bool | None = None
         self.eager = namespace[name]
         self.compiled = torch.compile(self.eager, fullgraph=True, backend=self.capture)
 
@@ -139,22 +147,38 @@ class Kernel:
             and isinstance(size, torch.SymInt)
             and None not in order
         ):
-            self.direct = (compiled, order)  # type: ignore[assignment]
+            self.direct = (compiled, itemgetter(*order))  # type: ignore[arg-type]
         return compiled
 
-    def __call__(
-        self, stacked: Sequence[Tensor], numbers: Scalars, grad_scale: Tensor | None
-    ) -> Sums | None:
-        arguments = [*stacked, *(numbers[n] for n in self.tensor_numbers)]
-        if grad_scale is not None:
-            arguments.append(grad_scale)
-        size = stacked[0].shape[0]
-        if self.direct is not None and size > 1:
-            compiled, order = self.direct
-            compiled(*[size if index == -1 else arguments[index] for index in order])
-            return None
+    def inputs(self, numbers: Scalars, grad_scale: Tensor | None) -> list[Tensor]:
+        """The kernel's inputs besides the tensors it steps: ``numbers`` (0-dim tensors:
+        :func:`kernel_numbers`) and the gradient scale."""
+        inputs = [numbers[n] for n in self.tensor_numbers]
+        return inputs if grad_scale is None else [*inputs, grad_scale]
+
+    def bind(self, tensors: Sequence[Tensor], inputs: list[Tensor]) -> Callable[[], Sums | None]:
+        """The kernel's call on a param's ``tensors`` (param, gradient, state, laid out alike:
+        :func:`stack`) with its :meth:`inputs`, ready to run. A step binds every param's
+        call before it runs any, so that its host work is not done between kernels, each of
+        which streams megabytes through the caches that work runs in (that made it 2-3
+        times slower per param)."""
+        size = tensors[0].shape[0] if self.width else tensors[0].numel()
+        if self.loop and size > 1:  # the C loop reads the tensors' data where it lies
+            function, pick = self.loop
+            return partial(function, *pick([*tensors, *inputs, size]))
+        arguments = [*(flat(tensor, self.width) for tensor in tensors), *inputs]
+        if self.direct is None or size < 2:
+            return partial(self.call, size, arguments)
+        if self.loop is None:
+            self.loop = find_loop(*self.direct, arguments, size) or False
+        function, pick = self.loop or self.direct
+        return partial(function, *pick([*arguments, size]))
+
+    def call(self, size: int, arguments: list[Any]) -> Sums | None:
+        """The kernel through dynamo (its first call, which compiles it; a size of 1; an
+        update that returns sums)."""
         if size > 1:  # a size-1 dim is specialised, and marking it would raise
-            for tensor in stacked:
+            for tensor in arguments[: self.tensors]:
                 torch._dynamo.mark_dynamic(tensor, 0)
         try:
             return self.compiled(*arguments)
@@ -166,36 +190,104 @@ class Kernel:
 _KERNELS: dict[Any, Kernel] = {}
 
 
-def run_kernel(
+def find_loop(
+    compiled: Callable, pick: itemgetter, arguments: list[Any], size: int
+) -> tuple[Callable, itemgetter] | None:
+    """The one C function a compiled graph runs and where each of its arguments comes from
+    (an index into ``arguments`` with ``size`` appended), or None where the graph is not one such
+    call. Inductor's code for a graph on the CPU checks every input's size and strides and
+    then calls its kernels with the tensors' data; an update compiles to one loop, whose
+    direct call saves the checks and the wrappers around them (≈ 20 µs a call on 2 CPU
+    cores). Found by running the graph once with that C function replaced by a recorder
+    (nothing is computed), on ``arguments`` with dynamic dim ``size``: each argument it
+    receives must be one of ``arguments`` or the size."""
+    module = graph_module(compiled)
+    if module is None:
+        return None
+    names = [name for name in module if name.startswith("cpp_fused_")]
+    if len(names) != 1:
+        return None
+    loop = module[names[0]]
+    calls: list[tuple[Any, ...]] = []
+    module[names[0]] = lambda *received: calls.append(received)
+    try:
+        compiled(*pick([*arguments, size]))
+    finally:
+        module[names[0]] = loop
+    if len(calls) != 1:
+        return None
+    positions = {id(argument): index for index, argument in enumerate(arguments)}
+    mapping = []
+    for received in calls[0]:
+        if isinstance(received, int) and received == size:
+            mapping.append(-1)
+        elif id(received) in positions:
+            mapping.append(positions[id(received)])
+        else:
+            return None
+    return loop, itemgetter(*mapping)
+
+
+def graph_module(compiled: Callable) -> dict[str, Any] | None:
+    """The namespace of the module inductor generated for ``compiled`` (the callable
+    compile_fx returned), found through the wrappers around it; None where there is none."""
+    seen: set[int] = set()
+    todo = [compiled]
+    while todo and len(seen) < 200:
+        value = todo.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        call = getattr(value, "current_callable", None)
+        function = getattr(call, "__func__", call)
+        module = getattr(function, "__globals__", None)
+        if module is not None and module.get("call") is not None:
+            return module
+        for cell in getattr(value, "__closure__", None) or ():
+            try:
+                todo.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                pass
+        for name in ("__wrapped__", "__self__"):
+            if hasattr(value, name):
+                todo.append(getattr(value, name))
+        if type(value).__module__.startswith("torch."):
+            todo.extend(vars(value).values() if hasattr(value, "__dict__") else ())
+    return None
+
+
+def kernel_for(
     rule: Rule,
-    options: Any,
+    form: FusedForm,
     maximize: bool,
-    stacked: Sequence[Tensor],
+    tensors: Sequence[Tensor],
     names: Sequence[str],
     numbers: Scalars,
     grad_scale: Tensor | None,
-) -> Sums | None:
-    """:func:`apply_update` on the stacked param, gradient and state tensors, by the
-    kernel for their kind. Large and small tensors get kernels of their own: inductor
-    parallelises a loop only where the size it compiled for was large."""
-    param = stacked[0]
+) -> Kernel:
+    """The kernel of :func:`apply_update` for a param's ``tensors`` (param, gradient,
+    state, laid out alike: :func:`stack`) in ``form``. Large and small tensors get kernels
+    of their own: inductor parallelises a loop only where the size it compiled for was
+    large."""
+    param = tensors[0]
     key = (
         type(rule),
-        options,
+        form,
         tuple(names),
         tuple((n, v if isinstance(v, bool) else None) for n, v in numbers.items()),
         maximize,
         grad_scale is None or grad_scale.dtype,
         param.device,
-        tuple((t.dtype, t.shape[1:]) for t in stacked),
+        tuple((t.dtype, t.shape[1:] if form.width else ()) for t in tensors),
         param.numel() >= LARGE,
     )
     kernel = _KERNELS.get(key)
     if kernel is None:
+        scaled = grad_scale is not None
         kernel = _KERNELS[key] = Kernel(
-            rule, options, names, numbers, maximize, grad_scale is not None
+            rule, form.options, names, numbers, maximize, scaled, form.width
         )
-    return kernel(stacked, numbers, grad_scale)
+    return kernel
 
 
 def kernel_numbers(scalars: Scalars, device: torch.device) -> dict[str, Any]:
@@ -239,6 +331,9 @@ class FusedBackend:
         for param in params:
             sums[id(param)] = None  # the params torch's kernel stepped (the others: below)
         numbers: dict[tuple[Any, ...], Scalars] = {}
+        kernels: dict[tuple[Any, ...], tuple[Kernel, list[Tensor]]] = {}
+        launches: list[tuple[Tensor, Callable[[], Sums | None]]] = []
+        written: list[Tensor] = []  # what the kernels write: params and state
         batches: Batches = {}
         batch = rule.multi_tensor and grad_scale is None
         scalars_of = shared_scalars(rule, group, options, entries)
@@ -258,13 +353,25 @@ class FusedBackend:
                 sums[id(param)] = apply_update(rule, options, *arguments)
                 continue
             where = (id(scalars), target.dtype, target.device)  # params that share numbers
-            if where not in numbers:
-                numbers[where] = kernel_numbers(scalars, target.device)
-            arguments = (maximize, stacked, names, numbers[where], grad_scale)
-            sums[id(param)] = run_kernel(rule, form.options, *arguments)
+            kind = (where, form, small, *[t.dtype for t in tensors])
+            if form.width:
+                kind += tuple(t.shape[1:] for t in stacked)
+            found = kernels.get(kind)
+            if found is None:
+                if where not in numbers:
+                    numbers[where] = kernel_numbers(scalars, target.device)
+                arguments = (maximize, stacked, names, numbers[where], grad_scale)
+                kernel = kernel_for(rule, form, *arguments)
+                found = kernels[kind] = (kernel, kernel.inputs(numbers[where], grad_scale))
+            launches.append((param, found[0].bind(stacked, found[1])))
+            written.append(param)
+            written.extend(tensors)
         step_batches(rule, options, maximize, names, batches)
-        # the kernels wrote the params in place: their autograd versions move, as in eager
-        torch.autograd.graph.increment_version(rest)
+        for param, launch in launches:
+            sums[id(param)] = launch() or None  # a graph that returns nothing: ()
+        # the kernels wrote params and state where they lie, unseen by autograd: their
+        # versions move, as eager's in-place ops move them
+        torch.autograd.graph.increment_version(written)
         return [sums[id(param)] for param in params]
 
     @staticmethod
@@ -287,7 +394,8 @@ class FusedBackend:
         if stacked is None or not param.numel():
             return apply_update(rule, options, *arguments)
         numbers = kernel_numbers(scalars, param.device)
-        return run_kernel(rule, form.options, maximize, stacked, names, numbers, grad_scale)
+        kernel = kernel_for(rule, form, maximize, stacked, names, numbers, grad_scale)
+        return kernel.bind(stacked, kernel.inputs(numbers, grad_scale))() or None
 
 
 def step_torch_kernel(
@@ -397,18 +505,21 @@ def torch_layout(param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list
                 break
         else:
             return [param, grad, *tensors]
-    return stack(FusedForm(0, None), param, grad, tensors)
+    stacked = stack(FusedForm(0, None), param, grad, tensors)
+    return None if stacked is None else [flat(tensor, 0) for tensor in stacked]
 
 
 def stack(form: Any, param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list | None:
-    """``param``, ``grad`` and the state ``tensors`` as the kernel steps them: 1-D in memory
-    order for an element-wise rule (``form.width`` 0), (rows, width) for ND-Adam's vectors
-    (each state as (rows, its elements per row)). None where they are not laid out alike
-    (a state in another memory order or of another shape, a strided view): the param then
-    steps as on the eager backend."""
+    """``param``, ``grad`` and the state ``tensors`` where the kernel can step them as they
+    lie: alike in shape and in memory order (contiguous, or dense with the same strides),
+    so that the kernel reads them as 1-D tensors in memory order; for ND-Adam's vectors
+    (``form.width`` > 0) contiguous with the same rows (each state as (rows, its elements
+    per row)). None otherwise (a state in another memory order or of another shape, a
+    strided view): the param then steps as on the eager backend. The tensors are returned
+    as they are; :func:`flat` views them as the kernel's graph takes them."""
     if form is None:
         return None
-    every = (param, grad, *tensors)
+    every = [param, grad, *tensors]
     if form.width:
         rows = param.shape[:1]
         for tensor in every:
@@ -416,14 +527,28 @@ def stack(form: Any, param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> 
                 return None
             if tensor.shape[:1] != rows:
                 return None
-        return [tensor.view(rows[0], -1) for tensor in every]
-    if any(tensor.shape != param.shape for tensor in every):
-        return None
-    if all(tensor.is_contiguous() for tensor in every):
-        return [tensor.view(-1) for tensor in every]
+        return every
+    shape = param.shape
+    contiguous = True
+    for tensor in every:
+        if tensor.shape != shape:
+            return None
+        contiguous = contiguous and tensor.is_contiguous()
+    if contiguous:
+        return every
     dense = param.is_contiguous(memory_format=torch.channels_last) or param.is_contiguous(
         memory_format=torch.channels_last_3d
     )
     if not dense or any(tensor.stride() != param.stride() for tensor in every):
         return None
-    return [tensor.as_strided((tensor.numel(),), (1,)) for tensor in every]
+    return every
+
+
+def flat(tensor: Tensor, width: int) -> Tensor:
+    """A tensor of :func:`stack` as the kernel's graph takes it: its rows of ``width``
+    elements, or (``width`` 0) its elements in memory order."""
+    if width:
+        return tensor.view(tensor.shape[0], -1)
+    if tensor.is_contiguous():
+        return tensor.view(-1)
+    return tensor.as_strided((tensor.numel(),), (1,))
