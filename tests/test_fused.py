@@ -180,6 +180,19 @@ def test_large_params_step_where_they_lie_as_on_eager(info):
     assert_close_to(fused, eager, torch.float32, info.name)
 
 
+def test_large_params_step_as_on_eager_through_the_compiled_graph(monkeypatch):
+    """Where the graph's C loop cannot be called alone (another torch's code, on another
+    device), the compiled graph itself is called, on the tensors' flat views: as eager."""
+    from adamkit.backends import fused
+
+    monkeypatch.setattr(fused, "_KERNELS", {})
+    monkeypatch.setattr(fused, "find_loop", lambda *arguments: None)
+    info = next(info for info in FUSABLE if info.name == "NAdam")
+    eager, ours = twin_runs(info, {}, torch.float32, params=large_params, feed=large_steps)
+    assert_close_to(ours, eager, torch.float32, info.name)
+    assert all(kernel.loop is False for kernel in fused._KERNELS.values())
+
+
 def test_params_keep_their_strides_and_identity():
     params = awkward_params(torch.float32)
     strides = [p.stride() for p in params]

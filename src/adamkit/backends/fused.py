@@ -207,6 +207,11 @@ def find_loop(
     names = [name for name in module if name.startswith("cpp_fused_")]
     if len(names) != 1:
         return None
+    # the graph's code may read the inputs' sizes and check them, and call the loop: any
+    # other work of its own (an op outside the loop) would be skipped by a direct call
+    call = module["call"]
+    if not set(getattr(call, "__func__", call).__code__.co_names) <= {*CHECKS, names[0]}:
+        return None
     loop = module[names[0]]
     calls: list[tuple[Any, ...]] = []
     module[names[0]] = lambda *received: calls.append(received)
@@ -226,6 +231,9 @@ def find_loop(
         else:
             return None
     return loop, itemgetter(*mapping)
+
+
+CHECKS = ("clear", "size", "stride", "assert_size_stride", "assert_alignment")
 
 
 def graph_module(compiled: Callable) -> dict[str, Any] | None:
