@@ -112,7 +112,7 @@ def step_group(
     options = rule.options(group)
     state_names = rule.state_names(options)
     state_dtype = group.get("state_dtype")
-    for param in params:
+    for param in params if any_dtensor(params) else ():
         if is_dtensor(param):  # FSDP2: each rank steps its shard
             check_shardable(rule, param, options)
             if storage(state_dtype, param.dtype, param.numel()) not in (None, torch.float32):
@@ -146,11 +146,12 @@ def step_group(
             kept = {n: storage(state_dtype, param.dtype, state[n].numel()) for n in state_names}
             kept = {n: form for n, form in kept.items() if form is not None}
             work = {n: unpack(state, n, n not in rule.nonnegative_states) for n in kept}
-        tensors = [work[n] if n in work else operand(state[n]) for n in state_names]
-        target, grad = operand(param), operand(grad)
-        if batch and not work and add_to_batch(batches, scalars, target, grad, tensors):
+        tensors = [work[n] if n in work else state[n] for n in state_names]
+        if batch and not work and add_to_batch(batches, scalars, param, grad, tensors):
             sums.append(None)
             continue
+        target, grad = operand(param), operand(grad)
+        tensors = [operand(tensor) for tensor in tensors]
         result = step(
             rule, options, maximize, target, grad, state_names, tensors, scalars, grad_scale
         )
@@ -193,15 +194,16 @@ def step_batches(
 
 
 def alike(target: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> bool:
-    """Whether a param may step with others in one multi-tensor call: its state of its
-    dtype (not one stepped in float32; the gradient's dtype and shape are the param's, the
-    optimizer checks them). Whatever else differs (a state's shape after ``p.data = ...``)
-    meets the same per-tensor op, and its error, inside the call."""
+    """Whether a param may step with others in one multi-tensor call: it and its state
+    plain tensors (neither a DTensor nor complex: each its own operand, :func:`operand`),
+    the state of its dtype (not one stepped in float32; the gradient's dtype and shape are
+    the param's, the optimizer checks them). Whatever else differs (a state's shape after
+    ``p.data = ...``) meets the same per-tensor op, and its error, inside the call."""
     dtype = target.dtype
-    if dtype in LOW_PRECISION:
+    if dtype in LOW_PRECISION or dtype.is_complex or type(target) not in PLAIN:
         return False
     for tensor in tensors:
-        if tensor.dtype != dtype:
+        if tensor.dtype != dtype or type(tensor) not in PLAIN:
             return False
     return True
 
@@ -228,6 +230,8 @@ def start_step(
     in the params' order) where missing and advance every step count by one (where the
     rule counts steps, :meth:`Rule.counts_steps`)."""
     counts = rule.counts_steps(group)
+    if not counts and not rule.scalar_state_names:
+        return
     steps = []
     for param, state in zip(params, entries, strict=True):
         step = step_count(state) if counts else None
