@@ -30,6 +30,7 @@ param, a new size or a different set of params with gradients compiles nothing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from operator import itemgetter
@@ -220,7 +221,15 @@ def find_loop(
         return None
     loop = module[names[0]]
     calls: list[tuple[Any, ...]] = []
-    module[names[0]] = lambda *received: calls.append(received)
+    probe = threading.get_ident()
+
+    def record(*received: Any) -> None:  # another thread's step runs the loop meanwhile
+        if threading.get_ident() == probe:
+            calls.append(received)
+        else:
+            loop(*received)
+
+    module[names[0]] = record
     try:
         compiled(*pick([*arguments, size]))
     finally:
