@@ -15,11 +15,11 @@ Per group:
 * the params that step share their numbers (the rule's scalars) where their step counts
   and scalar state agree; those numbers reach the compiled kernel as 0-dim tensors, so
   that no value a user can change is ever part of a compiled graph;
-* a param whose param, gradient and state tensors are laid out alike steps in one call
-  of the compiled update over them where they lie, read in memory order (on the CPU, of
-  the update's C loop itself: see :class:`Kernel`);
-* small params on a GPU, and 0-dim and one-element params, step in the eager backend's
-  multi-tensor calls (see :data:`LARGE`);
+* a large param whose param, gradient and state tensors are laid out alike steps in one
+  call of the compiled update over them as flat (memory-order) tensors;
+* small params step in the eager backend's multi-tensor calls (for a model of many small
+  tensors the cost of a call, not the bytes, bounds the step: an op over many tensors
+  costs a few µs per tensor, a kernel call tens);
 * anything else (vectors of ND-Adam along other axes, mixed layouts after a change of
   memory format, compact state, DTensor shards) steps through the eager backend's loop,
   with the compiled kernel where its layout allows it.
@@ -57,13 +57,9 @@ from adamkit.backends.eager import step_group as eager_step_group
 from adamkit.precision import storage
 from adamkit.rule import FusedForm, Group, Rule, Scalars, Sums
 
-# params with fewer elements are small: a kernel compiled for them is not parallelised. On
-# the CPU each param of two elements or more steps by its own call of the kernel's C loop
-# (≈ 15-30 µs of host work a param on 2 cores, whatever the update); elsewhere, and for
-# 0-dim and one-element params (whose size dynamo specialises), small params step in the
-# eager backend's multi-tensor calls (an op ≈ 2 µs per tensor, 6-12 ops an update). NAdam
-# over 1 000 params of 1 000 elements: 0.45x -> 0.58x torch's fused AdamW by the loop
-# (Adamax 0.56x -> 0.67x, RMSprop 0.60x -> 0.80x; SGD's EMA momentum, 3 ops, 8 % slower)
+# params with fewer elements are small: they step in the eager backend's multi-tensor calls
+# (a kernel call costs ≈ 25 µs on 2 CPU cores, an op over 1 000 small tensors ≈ 2 µs each),
+# and a kernel compiled for them is not parallelised
 LARGE = 1 << 16
 
 
@@ -367,10 +363,8 @@ class FusedBackend:
             target, grad = real_view(param), real_view(param.grad)
             tensors = [real_view(state[name]) for name in names]
             small = target.numel() < LARGE
-            alone = target.is_cpu and target.numel() > 1  # see LARGE
-            if batch and small and not alone:
-                if add_to_batch(batches, scalars, target, grad, tensors):
-                    continue
+            if batch and small and add_to_batch(batches, scalars, target, grad, tensors):
+                continue
             form = rule.fused_form(target, options)
             stacked = stack(form, target, grad, tensors)
             if stacked is None:
