@@ -175,8 +175,7 @@ def test_large_params_step_where_they_lie_as_on_eager(info):
     def params(dtype):
         return large_params(dtype, info.cls.rule.supports_complex)
 
-    feed = large_steps
-    eager, fused = twin_runs(info, {}, torch.float32, params=params, feed=feed)
+    eager, fused = twin_runs(info, {}, torch.float32, params=params, feed=large_steps)
     assert_close_to(fused, eager, torch.float32, info.name)
 
 

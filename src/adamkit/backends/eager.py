@@ -112,8 +112,8 @@ def step_group(
     options = rule.options(group)
     state_names = rule.state_names(options)
     state_dtype = group.get("state_dtype")
-    for param in params if any_dtensor(params) else ():
-        if is_dtensor(param):  # FSDP2: each rank steps its shard
+    if any_dtensor(params):  # FSDP2: each rank steps its shard
+        for param in filter(is_dtensor, params):
             check_shardable(rule, param, options)
             if storage(state_dtype, param.dtype, param.numel()) not in (None, torch.float32):
                 raise NotImplementedError(
