@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import adamkit
+from adamkit.backends.fused import FusedBackend
 
 from harness import gradient_script, leaves, multipliers, run, snapshot
 from registry import OPTIM_DB
@@ -192,6 +193,82 @@ def test_large_params_step_as_on_eager_through_the_compiled_graph(monkeypatch):
     assert all(kernel.loop is False for kernel in fused._KERNELS.values())
 
 
+def small_params(dtype):
+    """More small params than a pack needs (fused.PACKED), of several shapes: a vector, a
+    one-element param, matrices, a 3-D weight."""
+    from adamkit.backends import fused
+
+    generator = torch.Generator().manual_seed(4)
+    shapes = [(3,), (1,), (5, 7), (2, 3, 4), (40,), (6, 6)]
+    shapes = [shapes[index % len(shapes)] for index in range(fused.PACKED + 4)]
+    params = [torch.randn(shape, generator=generator, dtype=dtype) for shape in shapes]
+    adamkit.normalize_vectors_([p for p in params if p.dim() > 1])  # for ND-Adam
+    return [p.requires_grad_() for p in params]
+
+
+def pack_steps(optimizer, params):
+    """9 steps of new gradients, between which a script does what breaks a pack: a param
+    without a gradient (step 4), in-place edits of one param's state and a reset of its
+    step (before step 6), a param's storage replaced (``p.data = ...``, before step 7), a
+    state tensor's storage replaced in place (before step 8), a state_dict round trip
+    (before step 9). Each replacement holds other values, which the step must read."""
+    generator = torch.Generator().manual_seed(5)
+    for step in range(1, 10):
+        if step == 6:
+            for name, value in optimizer.state[params[2]].items():
+                if isinstance(value, torch.Tensor):
+                    value.fill_(1.0) if name == "step" else value.mul_(0.5)
+        if step == 7:
+            params[3].data = params[3].data * 0.5
+        if step == 8:
+            for value in optimizer.state[params[4]].values():
+                if isinstance(value, torch.Tensor) and value.dim():
+                    value.data = value.data * 0.5
+        if step == 9:
+            optimizer.load_state_dict(optimizer.state_dict())
+        for index, param in enumerate(params):
+            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+            param.grad = None if (index == 0 and step == 4) else noise
+        optimizer.step()
+    if isinstance(optimizer._runner, FusedBackend) and optimizer.rule.multi_tensor:
+        assert optimizer._runner.packs, "the params did not step as a pack"
+    return snapshot(optimizer, params)
+
+
+@pytest.mark.parametrize("info", [pytest.param(info, id=info.name) for info in FUSABLE])
+def test_many_small_params_step_as_one_pack_as_on_eager(info):
+    """A group's many small params step as one tensor (fused.Pack), their state in the
+    pack's buffers: as eager, through what breaks a pack and makes it again."""
+    eager, fused = twin_runs(info, {}, torch.float32, params=small_params, feed=pack_steps)
+    assert_close_to(fused, eager, torch.float32, info.name)
+
+
+@pytest.mark.parametrize("cls", [adamkit.AdamW, adamkit.NAdam])
+def test_a_pack_resumes_bit_for_bit(cls, tmp_path):
+    """6 steps of a pack, or 3, torch.save and torch.load into a new optimizer, and 3: the
+    same params and state bit for bit (the resumed pack is built from the loaded state)."""
+    script = gradient_script(
+        6, torch.float32, shapes=[p.shape for p in small_params(torch.float32)]
+    )
+    ends = []
+    for resume in (False, True):
+        params = small_params(torch.float32)
+        optimizer = cls(params, backend="fused", weight_decay=0.1)
+        for index, grads in enumerate(script):
+            if resume and index == 3:
+                torch.save(optimizer.state_dict(), tmp_path / "opt.pt")
+                optimizer = cls(params, backend="fused", weight_decay=0.1)
+                optimizer.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        assert optimizer._runner.packs
+        ends.append(snapshot(optimizer, params))
+    for ours, theirs in zip(*ends, strict=True):
+        for name, value in theirs.items():
+            assert torch.equal(ours[name], value), name
+
+
 def test_params_keep_their_strides_and_identity():
     params = awkward_params(torch.float32)
     strides = [p.stride() for p in params]
@@ -301,8 +378,10 @@ def test_auto_uses_torchs_kernel_or_the_eager_backend_and_compiles_nothing(cls, 
     assert counters["unique_graphs"] == before
     assert len(calls) == (3 if cls is adamkit.AdamW else 0)
     for p, q in zip(sides[0][0], sides[1][0], strict=True):
-        if calls:
-            torch.testing.assert_close(q, p, rtol=1e-6, atol=0)
+        if calls:  # torch's kernel: the fused tolerance, per tensor (entries near 0 may
+            # differ by more than 1e-6 of themselves where its vector code is AVX2's)
+            error = torch.linalg.vector_norm(q.double() - p.double())
+            assert error <= TOLERANCE[torch.float32] * torch.linalg.vector_norm(p.double())
         else:
             assert torch.equal(q, p)
 

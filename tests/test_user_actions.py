@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import adamkit
+from adamkit.backends import fused
 from adamkit.precision import ABSMAX, dynamic_code, quantize, unpack
 
 # adamkit class, torch class (None: torch has no such algorithm), constructor arguments,
@@ -133,9 +134,15 @@ def codes_agree(expected: dict, value: dict, name: str, rule) -> None:
 class UserStory(RuleBasedStateMachine):
     """One model per implementation, the same actions on each, compared after each step."""
 
-    @initialize(algorithm=st.sampled_from(ALGORITHMS), seed=st.integers(0, 2**16))
-    def build(self, algorithm, seed):
+    @initialize(
+        algorithm=st.sampled_from(ALGORITHMS), seed=st.integers(0, 2**16), packed=st.booleans()
+    )
+    def build(self, algorithm, seed, packed):
         ours, theirs, kwargs, dtype = algorithm
+        # packed: the fused backend steps the model's small params as one tensor (a Pack),
+        # as it steps a model of many params; otherwise one by one
+        self.packed = fused.PACKED
+        fused.PACKED = 2 if packed else 1 << 30
         torch.manual_seed(seed)
         base = Net().to(dtype)
         self.generator = torch.Generator().manual_seed(seed)
@@ -333,6 +340,7 @@ class UserStory(RuleBasedStateMachine):
         can still take."""
 
     def teardown(self):
+        fused.PACKED = getattr(self, "packed", fused.PACKED)
         log = os.environ.get("ADAMKIT_STORIES_LOG")
         if log:  # a long run counts its stories
             with open(log, "a") as file:

@@ -18,7 +18,9 @@ Per group:
 * a large param whose param, gradient and state tensors are laid out alike steps in one
   call of the compiled update over them where they lie, read in memory order (on the CPU,
   of the update's C loop itself: see :class:`Kernel`);
-* small params step in the eager backend's multi-tensor calls (see :data:`LARGE`);
+* where a group has many small params with gradients (:data:`PACKED`), they step as one
+  tensor: their state lives in flat buffers of the backend's own (see :class:`Pack`);
+* other small params step in the eager backend's multi-tensor calls (see :data:`LARGE`);
 * anything else (vectors of ND-Adam along other axes, mixed layouts after a change of
   memory format, compact state, DTensor shards) steps through the eager backend's loop,
   with the compiled kernel where its layout allows it.
@@ -30,9 +32,11 @@ param, a new size or a different set of params with gradients compiles nothing.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
-from operator import itemgetter
+from itertools import repeat
+from operator import attrgetter, is_, itemgetter
 from typing import Any
 
 import torch
@@ -40,6 +44,7 @@ from torch import Tensor
 
 from adamkit.backends.eager import (
     LOW_PRECISION,
+    PLAIN,
     Batches,
     States,
     add_to_batch,
@@ -54,7 +59,7 @@ from adamkit.backends.eager import (
 )
 from adamkit.backends.eager import step_group as eager_step_group
 from adamkit.precision import storage
-from adamkit.rule import FusedForm, Group, Rule, Scalars, Sums
+from adamkit.rule import FusedForm, Group, Rule, Scalars, State, Sums
 
 # params with fewer elements are small: they step in the eager backend's multi-tensor calls
 # (an op ≈ 2 µs per tensor; a call of the compiled graph ≈ 25 µs on 2 CPU cores), and a
@@ -64,6 +69,9 @@ from adamkit.rule import FusedForm, Group, Rule, Scalars, Sums
 # and a kernel per rule and options more to compile (the test suite 57 s slower from an
 # empty cache), so they stay in the multi-tensor calls
 LARGE = 1 << 16
+# a group steps its small params as one tensor (a Pack) where at least this many of them
+# have gradients; fewer cost about as much in the multi-tensor calls
+PACKED = 16
 
 
 class Kernel:
@@ -325,9 +333,182 @@ def kernel_numbers(scalars: Scalars, device: torch.device) -> dict[str, Any]:
     }
 
 
+class Pack:
+    """A group's small params of one dtype and device that step as one tensor.
+
+    Their state lives in flat buffers of the pack's own, one per state tensor and one per
+    0-dim state (``step``, NAdam's ``mu_product``); the entries of ``optimizer.state`` are
+    views of them, so the state a user reads, saves or edits in place is the eager
+    backend's. Params and gradients stay where they lie: a step copies them into two more
+    buffers, runs the update once over all of them (torch's fused kernel where torch has
+    the update, :meth:`Rule.torch_kernel`; the compiled one otherwise) and copies the params
+    back: three multi-tensor copies, where a step per param costs a kernel call or ten
+    multi-tensor ops.
+
+    A pack steps again when the same params are offered (a group's small params with
+    gradients, in order) and :meth:`holds`; otherwise the backend builds another (the state
+    is copied into new buffers; a tensor taken from the state before is then no longer
+    the param's state) or steps the params as any other."""
+
+    def __init__(
+        self,
+        offered: list[Tensor],
+        members: list[Tensor],
+        states: list[State],
+        names: Sequence[str],
+        numbers: Sequence[str],
+    ) -> None:
+        self.offered = offered
+        self.members = members
+        self.states = states  # the members' state dicts
+        self.names = names  # param-shaped state, then 0-dim state (numbers)
+        self.numbers = numbers
+        first = members[0]
+        self.dtype, self.device = first.dtype, first.device
+        self.shapes = [param.shape for param in members]
+        self.sizes = [param.numel() for param in members]
+        self.flat = [param.view(-1) for param in members]
+        self.param, self.param_views = self.buffer()
+        self.grad, self.grad_views = self.buffer()
+        self.buffers: dict[str, Tensor] = {}
+        self.views: dict[str, list[Tensor]] = {}
+        with torch.enable_grad():  # views a user may edit in place, as they would any state
+            for name in names:
+                self.buffers[name], self.views[name] = self.buffer()
+                torch._foreach_copy_(self.views[name], [state[name] for state in states])
+            for name in numbers:
+                self.buffers[name] = torch.stack([state[name] for state in states])
+                self.views[name] = list(self.buffers[name].unbind())
+        for name, views in self.views.items():
+            for state, view in zip(states, views, strict=True):
+                state[name] = view
+        self.pointers: dict[str | None, list[int]] = {
+            name: [view.data_ptr() for view in views] for name, views in self.views.items()
+        }
+        self.pointers[None] = [param.data_ptr() for param in members]
+
+    def buffer(self) -> tuple[Tensor, list[Tensor]]:
+        """A flat buffer for the members and its views shaped as each member."""
+        flat = torch.empty(sum(self.sizes), dtype=self.dtype, device=self.device)
+        pieces = flat.split(self.sizes)
+        return flat, [piece.view(shape) for piece, shape in zip(pieces, self.shapes, strict=True)]
+
+    @classmethod
+    def build(
+        cls, rule: Rule, group: Group, options: Any, offered: list[Tensor], states: States
+    ) -> Pack | None:
+        """A pack of the ``offered`` params (a group's small params with gradients) that
+        are plain, contiguous, of the first one's dtype and device, hold every state of the
+        step (of their dtype and layout; the first step creates it as the eager backend
+        does) and agree with the first such param on every 0-dim state; None where fewer
+        than :data:`PACKED` are."""
+        names = tuple(rule.state_names(options))
+        numbers = (*(("step",) if rule.counts_steps(group) else ()), *rule.scalar_state_names)
+        first = offered[0]
+        dtype, device = first.dtype, first.device
+        if dtype.is_complex:
+            return None
+        members, entries = [], []
+        for param in offered:
+            if type(param) not in PLAIN or param.dtype != dtype or param.device != device:
+                continue
+            state = states[param]
+            tensors = [state.get(name) for name in names]
+            if not param.is_contiguous() or not all(
+                type(t) in PLAIN
+                and t.dtype == dtype
+                and t.shape == param.shape
+                and t.is_contiguous()
+                for t in tensors
+            ):
+                continue
+            values = [state.get(name) for name in numbers]
+            if all(type(value) in PLAIN and value.dim() == 0 for value in values):
+                members.append(param)
+                entries.append(state)
+        if len(members) < PACKED:
+            return None
+        if numbers:  # the members: the params whose 0-dim state is most params' (one read)
+            values = [state[name] for state in entries for name in numbers]
+            try:
+                read = torch.stack(values).tolist()
+            except RuntimeError:  # on several devices
+                read = [value.item() for value in values]
+            described = [
+                (v, value.dtype, value.device) for v, value in zip(read, values, strict=True)
+            ]
+            width = len(numbers)
+            keys = [tuple(described[i : i + width]) for i in range(0, len(described), width)]
+            common = Counter(keys).most_common(1)[0][0]
+            members = [param for param, key in zip(members, keys, strict=True) if key == common]
+            entries = [state for state, key in zip(entries, keys, strict=True) if key == common]
+        if len(members) < PACKED:
+            return None
+        return cls(offered, members, entries, names, numbers)
+
+    def holds(self, offered: Sequence[Tensor], states: States) -> bool:
+        """Whether the pack steps ``offered``: the params it was built for, each still
+        where it lay (``p.data = ...`` moves it), of its shape and dtype and contiguous,
+        holding the pack's views (over the pack's memory) as its state, with equal 0-dim
+        state."""
+        if len(offered) != len(self.offered) or not all(map(is_, offered, self.offered)):
+            return False
+        members = self.members
+        if (
+            list(map(Tensor.data_ptr, members)) != self.pointers[None]
+            or list(map(attrgetter("shape"), members)) != self.shapes
+            or not all(map(Tensor.is_contiguous, members))
+            or {*map(attrgetter("dtype"), members)} != {self.dtype}
+            or not all(map(is_, map(states.__getitem__, members), self.states))
+        ):
+            return False
+        for name, views in self.views.items():
+            held = list(map(dict.get, self.states, repeat(name)))
+            if not all(map(is_, held, views)):
+                return False
+            if list(map(Tensor.data_ptr, views)) != self.pointers[name]:
+                return False
+        for name in self.numbers:
+            values = self.buffers[name]
+            if not bool((values == values[0]).all()):
+                return False
+        return True
+
+    def step(self, rule: Rule, group: Group, options: Any, grad_scale: Tensor | None) -> None:
+        """One step of the members (with gradients), as the eager backend steps them."""
+        members = self.members
+        torch._foreach_copy_(self.grad_views, [param.grad for param in members])
+        torch.cat(self.flat, out=self.param)  # (1-D views of the members: one op)
+        if "step" in self.buffers:
+            self.buffers["step"].add_(1)
+        tensors = [self.buffers[name] for name in self.names]
+        kernel = None if self.dtype in LOW_PRECISION else rule.torch_kernel(group, options)
+        if kernel is not None:
+            steps = [self.views["step"][0]] if "step" in self.views else []
+            kernel([self.param], [self.grad], [[t] for t in tensors], steps, (), grad_scale)
+        else:
+            scalars = rule.scalars(group, self.states[0], options)  # advances its scalar state
+            for name in rule.scalar_state_names:  # and the others' with it
+                self.buffers[name][1:].copy_(self.buffers[name][0])
+            numbers = kernel_numbers(scalars, self.device)
+            stacked = [self.param, self.grad, *tensors]
+            form = rule.fused_form(self.param, options)
+            compiled = kernel_for(
+                rule, form, bool(group["maximize"]), stacked, self.names, numbers, grad_scale
+            )
+            compiled.bind(stacked, compiled.inputs(numbers, grad_scale))()
+        # the kernels wrote the state where autograd does not see it (its views: through
+        # the buffers); the params move by the copy back
+        torch.autograd.graph.increment_version(tensors)
+        torch._foreach_copy_(members, self.param_views)
+
+
 class FusedBackend:
-    """Runs a rule's compiled update over the params where they lie; holds nothing but
-    the compiled kernels (shared by every optimizer of the process)."""
+    """Runs a rule's compiled update over the params where they lie; holds its packs
+    (:class:`Pack`) and shares the compiled kernels with every optimizer of the process."""
+
+    def __init__(self) -> None:
+        self.packs: dict[int, tuple[Group, Pack]] = {}  # by id of the group
 
     def step_group(
         self,
@@ -342,7 +523,8 @@ class FusedBackend:
             # sharded params (FSDP2) and compact state step as on the eager backend, each
             # param through the compiled kernel where its layout allows
             return eager_step_group(rule, group, params, states, grad_scale, self.per_tensor)
-        rest = step_torch_kernel(rule, group, options, params, states, grad_scale)
+        rest = self.step_pack(rule, group, options, params, states, grad_scale)
+        rest = step_torch_kernel(rule, group, options, rest, states, grad_scale)
         if not rest:
             return [None] * len(params)
         entries = [states[param] for param in rest]
@@ -395,6 +577,36 @@ class FusedBackend:
         # versions move, as eager's in-place ops move them
         torch.autograd.graph.increment_version(written)
         return [sums[id(param)] for param in params]
+
+    def step_pack(
+        self,
+        rule: Rule,
+        group: Group,
+        options: Any,
+        params: Sequence[Tensor],
+        states: States,
+        grad_scale: Tensor | None,
+    ) -> Sequence[Tensor]:
+        """Step the group's small params as one tensor where at least :data:`PACKED` of
+        them have gradients (see :class:`Pack`); returns the params left to step."""
+        if not rule.multi_tensor or len(params) < PACKED:
+            return params
+        offered = [param for param in params if param.numel() < LARGE]
+        if len(offered) < PACKED:
+            return params
+        held = self.packs.get(id(group))
+        pack = held[1] if held is not None and held[0] is group else None
+        if pack is None or not pack.holds(offered, states):
+            pack = Pack.build(rule, group, options, offered, states)
+            if pack is None:
+                self.packs.pop(id(group), None)
+                return params
+            self.packs[id(group)] = (group, pack)
+        pack.step(rule, group, options, grad_scale)
+        if len(pack.members) == len(params):
+            return []
+        members = set(map(id, pack.members))
+        return [param for param in params if id(param) not in members]
 
     @staticmethod
     def per_tensor(
