@@ -395,13 +395,19 @@ class Pack:
 
     @classmethod
     def build(
-        cls, rule: Rule, group: Group, options: Any, offered: list[Tensor], states: States
+        cls,
+        rule: Rule,
+        group: Group,
+        options: Any,
+        offered: list[Tensor],
+        states: States,
+        least: int,
     ) -> Pack | None:
         """A pack of the ``offered`` params (a group's small params with gradients) that
         are plain, contiguous, of the first one's dtype and device, hold every state of the
         step (of their dtype and layout; the first step creates it as the eager backend
-        does) and agree with the first such param on every 0-dim state; None where fewer
-        than :data:`PACKED` are."""
+        does) and agree with most such params on every 0-dim state; None where fewer than
+        ``least`` are."""
         names = tuple(rule.state_names(options))
         numbers = (*(("step",) if rule.counts_steps(group) else ()), *rule.scalar_state_names)
         first = offered[0]
@@ -426,7 +432,7 @@ class Pack:
             if all(type(value) in PLAIN and value.dim() == 0 for value in values):
                 members.append(param)
                 entries.append(state)
-        if len(members) < PACKED:
+        if len(members) < least:
             return None
         if numbers:  # the members: the params whose 0-dim state is most params' (one read)
             values = [state[name] for state in entries for name in numbers]
@@ -442,7 +448,7 @@ class Pack:
             common = Counter(keys).most_common(1)[0][0]
             members = [param for param, key in zip(members, keys, strict=True) if key == common]
             entries = [state for state, key in zip(entries, keys, strict=True) if key == common]
-        if len(members) < PACKED:
+        if len(members) < least:
             return None
         return cls(offered, members, entries, names, numbers)
 
@@ -507,7 +513,9 @@ class FusedBackend:
     """Runs a rule's compiled update over the params where they lie; holds its packs
     (:class:`Pack`) and shares the compiled kernels with every optimizer of the process."""
 
-    def __init__(self) -> None:
+    def __init__(self, packed: int = PACKED) -> None:
+        """``packed``: how many small params with gradients a group needs to step as a pack."""
+        self.packed = packed
         self.packs: dict[int, tuple[Group, Pack]] = {}  # by id of the group
 
     def step_group(
@@ -589,15 +597,15 @@ class FusedBackend:
     ) -> Sequence[Tensor]:
         """Step the group's small params as one tensor where at least :data:`PACKED` of
         them have gradients (see :class:`Pack`); returns the params left to step."""
-        if not rule.multi_tensor or len(params) < PACKED:
+        if not rule.multi_tensor or len(params) < self.packed:
             return params
         offered = [param for param in params if param.numel() < LARGE]
-        if len(offered) < PACKED:
+        if len(offered) < self.packed:
             return params
         held = self.packs.get(id(group))
         pack = held[1] if held is not None and held[0] is group else None
         if pack is None or not pack.holds(offered, states):
-            pack = Pack.build(rule, group, options, offered, states)
+            pack = Pack.build(rule, group, options, offered, states, self.packed)
             if pack is None:
                 self.packs.pop(id(group), None)
                 return params
