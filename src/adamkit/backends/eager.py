@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adamkit.backends.multi import TensorList
+from adamkit.backends.multi import TensorList, constant
 from adamkit.precision import pack, salt, storage, unpack
 from adamkit.rule import Group, Rule, Scalars, State, Sums, scalar_dtype
 
@@ -258,7 +258,7 @@ def advance(steps: list[Tensor]) -> None:
     if not steps:
         return
     if steps[0].is_cpu:
-        torch._foreach_add_(steps, [torch.ones((), dtype=steps[0].dtype)] * len(steps))
+        torch._foreach_add_(steps, [constant(1.0, steps[0].dtype)] * len(steps))
     else:
         torch._foreach_add_(steps, 1)
 
@@ -280,7 +280,9 @@ def shared_scalars(
     for state in entries:
         template: list[Any] = []
         for value in state.values():
-            if not isinstance(value, Tensor):
+            if type(value) in PLAIN and value.dim():  # param-shaped: only held
+                template.append(None)
+            elif not isinstance(value, Tensor):
                 template.append(value)
             elif value.dim() == 0 and not is_dtensor(value):
                 numbers.append(value)
@@ -288,23 +290,27 @@ def shared_scalars(
             else:
                 template.append(None)
         templates.append(template)
-    try:
-        values = iter(torch.stack(numbers).tolist() if numbers else [])
-    except RuntimeError:  # 0-dim state of several dtypes or devices
-        values = iter([v.item() for v in numbers])
-    sets: dict[tuple[Any, ...], Scalars] = {}
+    if numbers:
+        try:
+            read = torch.stack(numbers).tolist()
+        except RuntimeError:  # 0-dim state of several dtypes or devices
+            read = [v.item() for v in numbers]
+        values = iter(read)
+        templates = [[next(values) if v is NUMBER else v for v in t] for t in templates]
+    sets: dict[tuple[Any, ...], State] = {}  # the first state of each set
+    numbers_of: dict[int, Scalars] = {}  # by id of that state
     result = []
     copies: tuple[list[Tensor], list[Tensor]] = ([], [])  # advanced scalar state: to, from
     for state, template in zip(entries, templates, strict=True):
-        key = (tuple(state), tuple([next(values) if v is NUMBER else v for v in template]))
-        if key not in sets:
-            sets[key] = rule.scalars(group, state, options)
-            sets[key, "first"] = state
+        key = (*state, *template)
+        first = sets.setdefault(key, state)
+        if first is state:
+            numbers_of[id(state)] = rule.scalars(group, state, options)
         else:
             for name in rule.scalar_state_names:
                 copies[0].append(state[name])
-                copies[1].append(sets[key, "first"][name])
-        result.append(sets[key])
+                copies[1].append(first[name])
+        result.append(numbers_of[id(first)])
     if copies[0]:
         torch._foreach_copy_(*copies)
     return result
