@@ -1,13 +1,16 @@
 """The fused backend: the update both backends run, compiled, over the params where they lie.
 
-The fused backend keeps no storage of its own. Params, gradients and state are the tensors
-the eager backend steps (state in ``optimizer.state``, created by the rule); each step reads
-them where they are, so anything a training script does to them (``model.to(...)``,
+The fused backend takes over no storage of the user's. Params and gradients are the tensors
+the eager backend steps, and state is what ``optimizer.state`` holds (created by the rule;
+for the small params of a :class:`Pack`, views of its buffers); each step reads them where
+they are, so anything a training script does to them (``model.to(...)``,
 ``p.data = ...``, a loaded or edited state, shared memory) is seen at the next step as the
 eager backend sees it.
 
 Per group:
 
+* where a group has many small params with gradients (:data:`PACKED`), they step as one
+  tensor: their state lives in flat buffers of the backend's own (see :class:`Pack`);
 * where torch has a fused kernel for exactly the rule's options (Adam and AdamW in torch's
   conventions, AMSGrad's raw maximum, SGD's torch momentum, Adagrad; see
   :meth:`Rule.torch_kernel`), the params whose tensors share one dtype and layout step by
@@ -18,8 +21,6 @@ Per group:
 * a large param whose param, gradient and state tensors are laid out alike steps in one
   call of the compiled update over them where they lie, read in memory order (on the CPU,
   of the update's C loop itself: see :class:`Kernel`);
-* where a group has many small params with gradients (:data:`PACKED`), they step as one
-  tensor: their state lives in flat buffers of the backend's own (see :class:`Pack`);
 * other small params step in the eager backend's multi-tensor calls (see :data:`LARGE`);
 * anything else (vectors of ND-Adam along other axes, mixed layouts after a change of
   memory format, compact state, DTensor shards) steps through the eager backend's loop,
@@ -361,8 +362,8 @@ class Pack:
         self.offered = offered
         self.members = members
         self.states = states  # the members' state dicts
-        self.names = names  # param-shaped state, then 0-dim state (numbers)
-        self.numbers = numbers
+        self.names = names  # the param-shaped state
+        self.numbers = numbers  # the 0-dim state
         first = members[0]
         self.dtype, self.device = first.dtype, first.device
         self.shapes = [param.shape for param in members]
@@ -405,9 +406,9 @@ class Pack:
     ) -> Pack | None:
         """A pack of the ``offered`` params (a group's small params with gradients) that
         are plain, contiguous, of the first one's dtype and device, hold every state of the
-        step (of their dtype and layout; the first step creates it as the eager backend
-        does) and agree with most such params on every 0-dim state; None where fewer than
-        ``least`` are."""
+        step (of their dtype, device and layout; the first step creates it as the eager
+        backend does) and agree with most such params on every 0-dim state; None where
+        fewer than ``least`` are."""
         names = tuple(rule.state_names(options))
         numbers = (*(("step",) if rule.counts_steps(group) else ()), *rule.scalar_state_names)
         first = offered[0]
@@ -423,6 +424,7 @@ class Pack:
             if not param.is_contiguous() or not all(
                 type(t) in PLAIN
                 and t.dtype == dtype
+                and t.device == device
                 and t.shape == param.shape
                 and t.is_contiguous()
                 for t in tensors
