@@ -210,8 +210,9 @@ def pack_steps(optimizer, params):
     """9 steps of new gradients, between which a script does what breaks a pack: a param
     without a gradient (step 4), in-place edits of one param's state and a reset of its
     step (before step 6), a param's storage replaced (``p.data = ...``, before step 7), a
-    state tensor's storage replaced in place (before step 8), a state_dict round trip
-    (before step 9). Each replacement holds other values, which the step must read."""
+    state tensor's storage (and a step count's) replaced in place (before step 8), a
+    state_dict round trip (before step 9). Each replacement holds other values, which the
+    step must read."""
     generator = torch.Generator().manual_seed(5)
     for step in range(1, 10):
         if step == 6:
@@ -222,8 +223,8 @@ def pack_steps(optimizer, params):
             params[3].data = params[3].data * 0.5
         if step == 8:
             for value in optimizer.state[params[4]].values():
-                if isinstance(value, torch.Tensor) and value.dim():
-                    value.data = value.data * 0.5
+                if isinstance(value, torch.Tensor):
+                    value.data = value.data * 0.5 if value.dim() else value.data + 1
         if step == 9:
             optimizer.load_state_dict(optimizer.state_dict())
         for index, param in enumerate(params):
@@ -233,6 +234,39 @@ def pack_steps(optimizer, params):
     if isinstance(optimizer._runner, FusedBackend) and optimizer.rule.multi_tensor:
         assert optimizer._runner.packs, "the params did not step as a pack"
     return snapshot(optimizer, params)
+
+
+def count_steps(optimizer, params):
+    """6 steps of new gradients on large params, whose step counts and scalar state the
+    fused backend keeps in one buffer (fused.Counts) from step 2: one param's 0-dim state
+    replaced by other values (``.data = ...``) before step 4, and another's step count
+    reset in place before step 5."""
+    generator = torch.Generator().manual_seed(6)
+    for step in range(1, 7):
+        if step == 5 and "step" in optimizer.state[params[1]]:
+            optimizer.state[params[1]]["step"].fill_(1.0)
+        if step == 4:
+            for value in optimizer.state[params[2]].values():
+                if isinstance(value, torch.Tensor) and not value.dim():
+                    value.data = value.data * 0.5
+        for param in params:
+            param.grad = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+        optimizer.step()
+    return snapshot(optimizer, params)
+
+
+@pytest.mark.parametrize("info", [pytest.param(info, id=info.name) for info in FUSABLE])
+def test_step_counts_kept_together_read_edits_as_on_eager(info):
+    """The 0-dim state of large params in one buffer (fused.Counts): an in-place reset of
+    one step count and a replaced one are read, as on eager."""
+
+    def params(dtype):
+        generator = torch.Generator().manual_seed(7)
+        tensors = [torch.randn(70_001, generator=generator, dtype=dtype) for _ in range(3)]
+        return [tensor.requires_grad_() for tensor in tensors]
+
+    eager, fused = twin_runs(info, {}, torch.float32, params=params, feed=count_steps)
+    assert_close_to(fused, eager, torch.float32, info.name)
 
 
 @pytest.mark.parametrize("info", [pytest.param(info, id=info.name) for info in FUSABLE])

@@ -334,16 +334,95 @@ def kernel_numbers(scalars: Scalars, device: torch.device) -> dict[str, Any]:
     }
 
 
+def numbers_of(rule: Rule, group: Group) -> tuple[str, ...]:
+    """The names of a group's 0-dim state: ``step`` where the rule counts steps, and the
+    rule's scalar state."""
+    return (*(("step",) if rule.counts_steps(group) else ()), *rule.scalar_state_names)
+
+
+class Counts:
+    """The 0-dim state (``step``, NAdam's ``mu_product``) of params whose values agree, in
+    one buffer per name of the backend's own; the params' states hold 0-dim views of it.
+    A step then advances every step count in one op and computes the rule's numbers once
+    (the rule advances the first param's scalar state; one op copies it to the others),
+    where per param it would read, compare and advance each (≈ 4 µs a param).
+
+    It serves a step while :meth:`holds`: the same states, each entry still the view it
+    made over its memory, and the values still equal (an in-place reset of one step count
+    breaks that); otherwise the backend builds another, or steps as without it."""
+
+    def __init__(self, states: list[State], numbers: Sequence[str]) -> None:
+        self.states = states
+        self.buffers = {}
+        self.views: dict[str, list[Tensor]] = {}
+        with torch.enable_grad():  # views a user may edit in place, as they would any state
+            for name in numbers:
+                self.buffers[name] = torch.stack([state[name] for state in states])
+                self.views[name] = list(self.buffers[name].unbind())
+        for name, views in self.views.items():
+            for state, view in zip(states, views, strict=True):
+                state[name] = view
+        self.pointers = {name: [v.data_ptr() for v in views] for name, views in self.views.items()}
+
+    @staticmethod
+    def agreeing(states: Sequence[State], numbers: Sequence[str]) -> list[int]:
+        """The indices of the ``states`` that hold every 0-dim state of ``numbers``, with the
+        values, dtypes and devices most of them hold (read in one host sync)."""
+        held = [
+            index
+            for index, state in enumerate(states)
+            if all(type(state.get(n)) in PLAIN and state[n].dim() == 0 for n in numbers)
+        ]
+        if not numbers or not held:
+            return held
+        values = [states[index][name] for index in held for name in numbers]
+        try:
+            read = torch.stack(values).tolist()
+        except RuntimeError:  # on several devices
+            read = [value.item() for value in values]
+        described = [(v, value.dtype, value.device) for v, value in zip(read, values, strict=True)]
+        width = len(numbers)
+        keys = [tuple(described[i : i + width]) for i in range(0, len(described), width)]
+        common = Counter(keys).most_common(1)[0][0]
+        return [index for index, key in zip(held, keys, strict=True) if key == common]
+
+    def holds(self, states: Sequence[State]) -> bool:
+        """Whether the 0-dim state of ``states`` is still this one's (see the class)."""
+        if len(states) != len(self.states) or not all(map(is_, states, self.states)):
+            return False
+        for name, views in self.views.items():
+            if not all(map(is_, map(dict.get, states, repeat(name)), views)):
+                return False
+            if list(map(Tensor.data_ptr, views)) != self.pointers[name]:
+                return False
+            values = self.buffers[name]
+            if not bool((values == values[0]).all()):
+                return False
+        return True
+
+    def advance(self) -> None:
+        """Add 1 to every step count."""
+        if "step" in self.buffers:
+            self.buffers["step"].add_(1)
+
+    def scalars(self, rule: Rule, group: Group, options: Any) -> Scalars:
+        """The rule's numbers for every param (after :meth:`advance`)."""
+        scalars = rule.scalars(group, self.states[0], options)  # advances its scalar state
+        for name in rule.scalar_state_names:  # and the others' with it
+            self.buffers[name][1:].copy_(self.buffers[name][0])
+        return scalars
+
+
 class Pack:
     """A group's small params of one dtype and device that step as one tensor.
 
-    Their state lives in flat buffers of the pack's own, one per state tensor and one per
-    0-dim state (``step``, NAdam's ``mu_product``); the entries of ``optimizer.state`` are
-    views of them, so the state a user reads, saves or edits in place is the eager
-    backend's. Params and gradients stay where they lie: a step copies them into two more
-    buffers, runs the update once over all of them (torch's fused kernel where torch has
-    the update, :meth:`Rule.torch_kernel`; the compiled one otherwise) and copies the params
-    back: three multi-tensor copies, where a step per param costs a kernel call or ten
+    Their state lives in flat buffers of the pack's own, one per state tensor, and their
+    0-dim state in :class:`Counts`; the entries of ``optimizer.state`` are views of them,
+    so the state a user reads, saves or edits in place is the eager backend's. Params and
+    gradients stay where they lie: a step copies them into two more buffers, runs the
+    update once over all of them (torch's fused kernel where torch has the update,
+    :meth:`Rule.torch_kernel`; the compiled one otherwise) and copies the params back:
+    three multi-tensor copies, where a step per param costs a kernel call or ten
     multi-tensor ops.
 
     A pack steps again when the same params are offered (a group's small params with
@@ -363,7 +442,6 @@ class Pack:
         self.members = members
         self.states = states  # the members' state dicts
         self.names = names  # the param-shaped state
-        self.numbers = numbers  # the 0-dim state
         first = members[0]
         self.dtype, self.device = first.dtype, first.device
         self.shapes = [param.shape for param in members]
@@ -377,16 +455,14 @@ class Pack:
             for name in names:
                 self.buffers[name], self.views[name] = self.buffer()
                 torch._foreach_copy_(self.views[name], [state[name] for state in states])
-            for name in numbers:
-                self.buffers[name] = torch.stack([state[name] for state in states])
-                self.views[name] = list(self.buffers[name].unbind())
         for name, views in self.views.items():
             for state, view in zip(states, views, strict=True):
                 state[name] = view
-        self.pointers: dict[str | None, list[int]] = {
+        self.counts = Counts(states, numbers)
+        self.pointers = {
             name: [view.data_ptr() for view in views] for name, views in self.views.items()
         }
-        self.pointers[None] = [param.data_ptr() for param in members]
+        self.pointers[""] = [param.data_ptr() for param in members]
 
     def buffer(self) -> tuple[Tensor, list[Tensor]]:
         """A flat buffer for the members and its views shaped as each member."""
@@ -407,10 +483,9 @@ class Pack:
         """A pack of the ``offered`` params (a group's small params with gradients) that
         are plain, contiguous, of the first one's dtype and device, hold every state of the
         step (of their dtype, device and layout; the first step creates it as the eager
-        backend does) and agree with most such params on every 0-dim state; None where
-        fewer than ``least`` are."""
+        backend does) and agree with most such params on every 0-dim state
+        (:meth:`Counts.agreeing`); None where fewer than ``least`` are."""
         names = tuple(rule.state_names(options))
-        numbers = (*(("step",) if rule.counts_steps(group) else ()), *rule.scalar_state_names)
         first = offered[0]
         dtype, device = first.dtype, first.device
         if dtype.is_complex:
@@ -421,7 +496,7 @@ class Pack:
                 continue
             state = states[param]
             tensors = [state.get(name) for name in names]
-            if not param.is_contiguous() or not all(
+            if param.is_contiguous() and all(
                 type(t) in PLAIN
                 and t.dtype == dtype
                 and t.device == device
@@ -429,41 +504,25 @@ class Pack:
                 and t.is_contiguous()
                 for t in tensors
             ):
-                continue
-            values = [state.get(name) for name in numbers]
-            if all(type(value) in PLAIN and value.dim() == 0 for value in values):
                 members.append(param)
                 entries.append(state)
-        if len(members) < least:
+        numbers = numbers_of(rule, group)
+        kept = Counts.agreeing(entries, numbers) if len(members) >= least else []
+        if len(kept) < least:
             return None
-        if numbers:  # the members: the params whose 0-dim state is most params' (one read)
-            values = [state[name] for state in entries for name in numbers]
-            try:
-                read = torch.stack(values).tolist()
-            except RuntimeError:  # on several devices
-                read = [value.item() for value in values]
-            described = [
-                (v, value.dtype, value.device) for v, value in zip(read, values, strict=True)
-            ]
-            width = len(numbers)
-            keys = [tuple(described[i : i + width]) for i in range(0, len(described), width)]
-            common = Counter(keys).most_common(1)[0][0]
-            members = [param for param, key in zip(members, keys, strict=True) if key == common]
-            entries = [state for state, key in zip(entries, keys, strict=True) if key == common]
-        if len(members) < least:
-            return None
+        members, entries = [members[i] for i in kept], [entries[i] for i in kept]
         return cls(offered, members, entries, names, numbers)
 
     def holds(self, offered: Sequence[Tensor], states: States) -> bool:
         """Whether the pack steps ``offered``: the params it was built for, each still
         where it lay (``p.data = ...`` moves it), of its shape and dtype and contiguous,
-        holding the pack's views (over the pack's memory) as its state, with equal 0-dim
-        state."""
+        holding the pack's views (over the pack's memory) as its state
+        (:meth:`Counts.holds` for the 0-dim state)."""
         if len(offered) != len(self.offered) or not all(map(is_, offered, self.offered)):
             return False
         members = self.members
         if (
-            list(map(Tensor.data_ptr, members)) != self.pointers[None]
+            list(map(Tensor.data_ptr, members)) != self.pointers[""]
             or list(map(attrgetter("shape"), members)) != self.shapes
             or not all(map(Tensor.is_contiguous, members))
             or {*map(attrgetter("dtype"), members)} != {self.dtype}
@@ -471,34 +530,25 @@ class Pack:
         ):
             return False
         for name, views in self.views.items():
-            held = list(map(dict.get, self.states, repeat(name)))
-            if not all(map(is_, held, views)):
+            if not all(map(is_, map(dict.get, self.states, repeat(name)), views)):
                 return False
             if list(map(Tensor.data_ptr, views)) != self.pointers[name]:
                 return False
-        for name in self.numbers:
-            values = self.buffers[name]
-            if not bool((values == values[0]).all()):
-                return False
-        return True
+        return self.counts.holds(self.states)
 
     def step(self, rule: Rule, group: Group, options: Any, grad_scale: Tensor | None) -> None:
         """One step of the members (with gradients), as the eager backend steps them."""
         members = self.members
         torch._foreach_copy_(self.grad_views, [param.grad for param in members])
         torch.cat(self.flat, out=self.param)  # (1-D views of the members: one op)
-        if "step" in self.buffers:
-            self.buffers["step"].add_(1)
+        self.counts.advance()
         tensors = [self.buffers[name] for name in self.names]
         kernel = None if self.dtype in LOW_PRECISION else rule.torch_kernel(group, options)
         if kernel is not None:
-            steps = [self.views["step"][0]] if "step" in self.views else []
+            steps = self.counts.views.get("step", [])[:1]
             kernel([self.param], [self.grad], [[t] for t in tensors], steps, (), grad_scale)
         else:
-            scalars = rule.scalars(group, self.states[0], options)  # advances its scalar state
-            for name in rule.scalar_state_names:  # and the others' with it
-                self.buffers[name][1:].copy_(self.buffers[name][0])
-            numbers = kernel_numbers(scalars, self.device)
+            numbers = kernel_numbers(self.counts.scalars(rule, group, options), self.device)
             stacked = [self.param, self.grad, *tensors]
             form = rule.fused_form(self.param, options)
             compiled = kernel_for(
@@ -519,6 +569,8 @@ class FusedBackend:
         """``packed``: how many small params with gradients a group needs to step as a pack."""
         self.packed = packed
         self.packs: dict[int, tuple[Group, Pack]] = {}  # by id of the group
+        # the 0-dim state of the params that step by a kernel call each, by id of the group
+        self.counts: dict[int, tuple[Group, Counts]] = {}
 
     def step_group(
         self,
@@ -538,7 +590,7 @@ class FusedBackend:
         if not rest:
             return [None] * len(params)
         entries = [states[param] for param in rest]
-        start_step(rule, group, options, rest, entries)
+        scalars_of = self.shared_numbers(rule, group, options, rest, entries)
         names = tuple(rule.state_names(options))
         maximize = bool(group["maximize"])
         sums: dict[int, Sums | None] = {}
@@ -550,7 +602,6 @@ class FusedBackend:
         written: list[Tensor] = []  # what the kernels write: params and state
         batches: Batches = {}
         batch = rule.multi_tensor and grad_scale is None
-        scalars_of = shared_scalars(rule, group, options, entries)
         for param, state, scalars in zip(rest, entries, scalars_of, strict=True):
             for name in names:
                 if name not in state:
@@ -587,6 +638,34 @@ class FusedBackend:
         # versions move, as eager's in-place ops move them
         torch.autograd.graph.increment_version(written)
         return [sums[id(param)] for param in params]
+
+    def shared_numbers(
+        self,
+        rule: Rule,
+        group: Group,
+        options: Any,
+        params: Sequence[Tensor],
+        entries: list[State],
+    ) -> Sequence[Scalars]:
+        """Each param's numbers, its step counted (:func:`start_step` and
+        :func:`shared_scalars`); through the group's :class:`Counts` where it holds, which
+        a step whose params all shared their numbers builds for the next."""
+        held = self.counts.get(id(group))
+        if held is not None and held[0] is group and held[1].holds(entries):
+            held[1].advance()
+            return [held[1].scalars(rule, group, options)] * len(params)
+        start_step(rule, group, options, params, entries)
+        scalars_of = shared_scalars(rule, group, options, entries)
+        numbers = numbers_of(rule, group)
+        if (
+            rule.multi_tensor  # (the others' numbers may read more than 0-dim state)
+            and numbers
+            and len(params) > 1
+            and all(scalars is scalars_of[0] for scalars in scalars_of)
+            and len(Counts.agreeing(entries, numbers)) == len(entries)
+        ):
+            self.counts[id(group)] = (group, Counts(entries, numbers))
+        return scalars_of
 
     def step_pack(
         self,
