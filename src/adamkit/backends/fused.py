@@ -568,9 +568,11 @@ class FusedBackend:
     def __init__(self, packed: int = PACKED) -> None:
         """``packed``: how many small params with gradients a group needs to step as a pack."""
         self.packed = packed
-        self.packs: dict[int, tuple[Group, Pack]] = {}  # by id of the group
-        # the 0-dim state of the params that step by a kernel call each, by id of the group
-        self.counts: dict[int, tuple[Group, Counts]] = {}
+        # per group: its pack, and the 0-dim state of its params that step by a kernel call
+        # each; kept by the group's list of params (which a load_state_dict keeps in the
+        # new group it makes: the entry is then replaced, never left behind)
+        self.packs: dict[int, tuple[list[Tensor], Group, Pack]] = {}
+        self.counts: dict[int, tuple[list[Tensor], Group, Counts]] = {}
 
     def step_group(
         self,
@@ -650,10 +652,10 @@ class FusedBackend:
         """Each param's numbers, its step counted (:func:`start_step` and
         :func:`shared_scalars`); through the group's :class:`Counts` where it holds, which
         a step whose params all shared their numbers builds for the next."""
-        held = self.counts.get(id(group))
-        if held is not None and held[0] is group and held[1].holds(entries):
-            held[1].advance()
-            return [held[1].scalars(rule, group, options)] * len(params)
+        counts = of_group(self.counts, group)
+        if counts is not None and counts.holds(entries):
+            counts.advance()
+            return [counts.scalars(rule, group, options)] * len(params)
         start_step(rule, group, options, params, entries)
         scalars_of = shared_scalars(rule, group, options, entries)
         numbers = numbers_of(rule, group)
@@ -664,7 +666,7 @@ class FusedBackend:
             and all(scalars is scalars_of[0] for scalars in scalars_of)
             and len(Counts.agreeing(entries, numbers)) == len(entries)
         ):
-            self.counts[id(group)] = (group, Counts(entries, numbers))
+            self.counts[id(group["params"])] = (group["params"], group, Counts(entries, numbers))
         return scalars_of
 
     def step_pack(
@@ -683,14 +685,13 @@ class FusedBackend:
         offered = [param for param in params if param.numel() < LARGE]
         if len(offered) < self.packed:
             return params
-        held = self.packs.get(id(group))
-        pack = held[1] if held is not None and held[0] is group else None
+        pack = of_group(self.packs, group)
         if pack is None or not pack.holds(offered, states):
             pack = Pack.build(rule, group, options, offered, states, self.packed)
             if pack is None:
-                self.packs.pop(id(group), None)
+                self.packs.pop(id(group["params"]), None)
                 return params
-            self.packs[id(group)] = (group, pack)
+            self.packs[id(group["params"])] = (group["params"], group, pack)
         pack.step(rule, group, options, grad_scale)
         if len(pack.members) == len(params):
             return []
@@ -719,6 +720,13 @@ class FusedBackend:
         numbers = kernel_numbers(scalars, param.device)
         kernel = kernel_for(rule, form, maximize, stacked, names, numbers, grad_scale)
         return kernel.bind(stacked, kernel.inputs(numbers, grad_scale))() or None
+
+
+def of_group(table: dict[int, tuple[list[Tensor], Group, Any]], group: Group) -> Any:
+    """The entry of ``table`` (:attr:`FusedBackend.packs` or ``counts``) made for ``group``,
+    or None (none made, or made for the group a load_state_dict replaced)."""
+    entry = table.get(id(group["params"]))
+    return entry[2] if entry is not None and entry[1] is group else None
 
 
 def step_torch_kernel(
