@@ -16,8 +16,9 @@ Per group:
   :meth:`Rule.torch_kernel`), the params whose tensors share one dtype and layout step by
   it, in one call per dtype and device, as ``torch.optim``'s ``fused=True`` steps them;
 * the params that step share their numbers (the rule's scalars) where their step counts
-  and scalar state agree; those numbers reach the compiled kernel as 0-dim tensors, so
-  that no value a user can change is ever part of a compiled graph;
+  and scalar state agree (kept in one buffer then: :class:`Counts`); those numbers reach
+  the compiled kernel as 0-dim tensors, so that no value a user can change is ever part
+  of a compiled graph;
 * a large param whose param, gradient and state tensors are laid out alike steps in one
   call of the compiled update over them where they lie, read in memory order (on the CPU,
   of the update's C loop itself: see :class:`Kernel`);
@@ -62,13 +63,11 @@ from adamkit.backends.eager import step_group as eager_step_group
 from adamkit.precision import storage
 from adamkit.rule import FusedForm, Group, Rule, Scalars, State, Sums
 
-# params with fewer elements are small: they step in the eager backend's multi-tensor calls
-# (an op ≈ 2 µs per tensor; a call of the compiled graph ≈ 25 µs on 2 CPU cores), and a
-# kernel compiled for them is not parallelised. A direct call of the C loop costs less (≈
-# 15-30 µs of host work a param): step-only over 1 000 params of 1 000 elements, NAdam
-# 0.45x -> 0.58x torch's fused AdamW, but no gain beyond the noise in the loop benchmark,
-# and a kernel per rule and options more to compile (the test suite 57 s slower from an
-# empty cache), so they stay in the multi-tensor calls
+# params with fewer elements are small: they step as a pack (PACKED), or in the eager
+# backend's multi-tensor calls (an op ≈ 2 µs per tensor; a call of the compiled graph ≈ 25
+# µs on 2 CPU cores), and a kernel compiled for them is not parallelised. (A direct call of
+# the C loop per small param, ≈ 15-30 µs of host work, was tried and reverted at 369652f:
+# no gain in the loop benchmark, and 57 s more compiling for the test suite.)
 LARGE = 1 << 16
 # a group steps its small params as one tensor (a Pack) where at least this many of them
 # have gradients; fewer cost about as much in the multi-tensor calls
