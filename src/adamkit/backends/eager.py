@@ -188,8 +188,9 @@ def step_batches(
     params at a time (:func:`chunks`); a param alone in its chunk steps as a tensor."""
     for scalars, members in batches.values():
         for chunk in chunks(members):
-            operands = [TensorList(column) for column in zip(*chunk, strict=True)]
-            target, grad, *tensors = operands if len(chunk) > 1 else chunk[0]
+            if len(chunk) > 1:
+                chunk = [[TensorList(column) for column in zip(*chunk, strict=True)]]
+            target, grad, *tensors = chunk[0]
             apply_update(rule, options, maximize, target, grad, names, tensors, scalars, None)
 
 
@@ -340,9 +341,16 @@ def apply_update(
     of one cast to float32) stays so, and the param and narrower tensors are rounded back
     once. The function both backends run: the fused one compiles it."""
     dtype = torch.float32 if param.dtype in LOW_PRECISION else param.dtype
+    same = param.dtype is dtype and grad.dtype is dtype and grad_scale is None
     for tensor in tensors:
         if tensor.dtype != dtype:
             dtype = torch.promote_types(dtype, tensor.dtype)
+            same = False
+    if same:
+        # every tensor of the update's dtype: nothing to cast (the common case, and where a
+        # large param's step pays for each µs here: see docs/performance.md)
+        state = dict(zip(names, tensors, strict=True))
+        return rule.update(param, -grad if maximize else grad, state, scalars, options)
     work = as_dtype(param, dtype)
     grad = as_dtype(grad, dtype)
     if grad_scale is not None:
