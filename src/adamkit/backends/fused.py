@@ -33,6 +33,8 @@ param, a new size or a different set of params with gradients compiles nothing.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -99,8 +101,12 @@ class Kernel:
         maximize: bool,
         scaled: bool,
         width: int,
+        large: bool,
+        tag: str,
     ) -> None:
         self.width = width
+        self.large = large  # compiled for large params (see kernel_for)
+        self.ready = False  # compiled (Kernel.compile_for)
         self.tensor_numbers = [n for n, v in numbers.items() if not isinstance(v, bool)]
         constants = {n: v for n, v in numbers.items() if isinstance(v, bool)}
         states = [f"state{i}" for i in range(len(names))]
@@ -124,7 +130,10 @@ class Kernel:
             "names": tuple(names),
             "constants": constants,
         }
-        exec(compile(source, f"<adamkit kernel {name}>", "exec"), namespace)
+        # a file name of its own: dynamo keeps what it learns of a function's inputs (which
+        # dims vary) by file and name, so kernels of one rule must not share them (one
+        # compiled after another's sizes varied made a dim dynamic, and rounded otherwise)
+        exec(compile(source, f"<adamkit kernel {name} {tag}>", "exec"), namespace)
         # a function and what it takes from the arguments (with the size last): the
         # compiled graph, and the C loop in it (see find_loop)
         self.direct: tuple[Callable, itemgetter] | None = None
@@ -191,6 +200,9 @@ class Kernel:
     def call(self, size: int, arguments: list[Any]) -> Sums | None:
         """The kernel through dynamo (its first call, which compiles it; a size of 1; an
         update that returns sums)."""
+        if not self.ready:
+            self.ready = True
+            self.compile_for(arguments)
         if size > 1:  # a size-1 dim is specialised, and marking it would raise
             for tensor in arguments[: self.tensors]:
                 torch._dynamo.mark_dynamic(tensor, 0)
@@ -200,7 +212,27 @@ class Kernel:
             # dynamo refuses before the graph runs: nothing has changed yet
             return self.eager(*arguments)
 
+    def compile_for(self, arguments: list[Any]) -> None:
+        """Compile the kernel on zeros of :data:`COMPILED_FOR` elements (or rows) laid out as
+        ``arguments``' tensors, whatever their own size: inductor's code depends on the size
+        it compiles for (for a few elements, a loop without vectors, which rounds otherwise),
+        so that a kernel compiled in another process, or first for other params, computes
+        the same numbers (a resumed checkpoint continues bit for bit)."""
+        tensors = arguments[: self.tensors]
+        width = math.prod(tensors[0].shape[1:])
+        rows = max(2, COMPILED_FOR[self.large] // max(width, 1))
+        zeros = [t.new_zeros((rows, *t.shape[1:])).requires_grad_(t.requires_grad) for t in tensors]
+        for tensor in zeros:
+            torch._dynamo.mark_dynamic(tensor, 0)
+        try:
+            self.compiled(*zeros, *arguments[self.tensors :])
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            pass
 
+
+# the size (elements, or rows of ND-Adam's vectors) a kernel for small or large params is
+# compiled for (Kernel.compile_for)
+COMPILED_FOR = {False: 1 << 12, True: 1 << 18}
 _KERNELS: dict[Any, Kernel] = {}
 
 
@@ -314,8 +346,9 @@ def kernel_for(
     kernel = _KERNELS.get(key)
     if kernel is None:
         scaled = grad_scale is not None
+        tag = hashlib.sha256(repr(key).encode()).hexdigest()[:16]  # the same in every process
         kernel = _KERNELS[key] = Kernel(
-            rule, form.options, names, numbers, maximize, scaled, form.width
+            rule, form.options, names, numbers, maximize, scaled, form.width, key[-1], tag
         )
     return kernel
 
