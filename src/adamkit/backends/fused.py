@@ -372,6 +372,28 @@ def numbers_of(rule: Rule, group: Group) -> tuple[str, ...]:
     return (*(("step",) if rule.counts_steps(group) else ()), *rule.scalar_state_names)
 
 
+def install(states: Sequence[State], views: dict[str, list[Tensor]]) -> dict[str, list[int]]:
+    """Make each state's entry ``name`` its view in ``views[name]``; returns where each
+    view lies (its data pointer), for :func:`installed`."""
+    for name, named in views.items():
+        for state, view in zip(states, named, strict=True):
+            state[name] = view
+    return {name: list(map(Tensor.data_ptr, named)) for name, named in views.items()}
+
+
+def installed(
+    states: Sequence[State], views: dict[str, list[Tensor]], pointers: dict[str, list[int]]
+) -> bool:
+    """Whether every state still holds the views :func:`install` put there, each over the
+    same memory (``.data = ...`` on a state tensor moves it)."""
+    for name, named in views.items():
+        if not all(map(is_, map(dict.get, states, repeat(name)), named)):
+            return False
+        if list(map(Tensor.data_ptr, named)) != pointers[name]:
+            return False
+    return True
+
+
 class Counts:
     """The 0-dim state (``step``, NAdam's ``mu_product``) of params whose values agree, in
     one buffer per name of the backend's own; the params' states hold 0-dim views of it.
@@ -391,10 +413,7 @@ class Counts:
             for name in numbers:
                 self.buffers[name] = torch.stack([state[name] for state in states])
                 self.views[name] = list(self.buffers[name].unbind())
-        for name, views in self.views.items():
-            for state, view in zip(states, views, strict=True):
-                state[name] = view
-        self.pointers = {name: [v.data_ptr() for v in views] for name, views in self.views.items()}
+        self.pointers = install(states, self.views)
 
     @staticmethod
     def agreeing(states: Sequence[State], numbers: Sequence[str]) -> list[int]:
@@ -422,15 +441,9 @@ class Counts:
         """Whether the 0-dim state of ``states`` is still this one's (see the class)."""
         if len(states) != len(self.states) or not all(map(is_, states, self.states)):
             return False
-        for name, views in self.views.items():
-            if not all(map(is_, map(dict.get, states, repeat(name)), views)):
-                return False
-            if list(map(Tensor.data_ptr, views)) != self.pointers[name]:
-                return False
-            values = self.buffers[name]
-            if not bool((values == values[0]).all()):
-                return False
-        return True
+        if not installed(states, self.views, self.pointers):
+            return False
+        return all(bool((values == values[0]).all()) for values in self.buffers.values())
 
     def advance(self) -> None:
         """Add 1 to every step count."""
@@ -487,14 +500,9 @@ class Pack:
             for name in names:
                 self.buffers[name], self.views[name] = self.buffer()
                 torch._foreach_copy_(self.views[name], [state[name] for state in states])
-        for name, views in self.views.items():
-            for state, view in zip(states, views, strict=True):
-                state[name] = view
+        self.pointers = install(states, self.views)
         self.counts = Counts(states, numbers)
-        self.pointers = {
-            name: [view.data_ptr() for view in views] for name, views in self.views.items()
-        }
-        self.pointers[""] = [param.data_ptr() for param in members]
+        self.where = [param.data_ptr() for param in members]  # where each param lies
 
     def buffer(self) -> tuple[Tensor, list[Tensor]]:
         """A flat buffer for the members and its views shaped as each member."""
@@ -554,19 +562,14 @@ class Pack:
             return False
         members = self.members
         if (
-            list(map(Tensor.data_ptr, members)) != self.pointers[""]
+            list(map(Tensor.data_ptr, members)) != self.where
             or list(map(attrgetter("shape"), members)) != self.shapes
             or not all(map(Tensor.is_contiguous, members))
             or {*map(attrgetter("dtype"), members)} != {self.dtype}
             or not all(map(is_, map(states.__getitem__, members), self.states))
         ):
             return False
-        for name, views in self.views.items():
-            if not all(map(is_, map(dict.get, self.states, repeat(name)), views)):
-                return False
-            if list(map(Tensor.data_ptr, views)) != self.pointers[name]:
-                return False
-        return self.counts.holds(self.states)
+        return installed(self.states, self.views, self.pointers) and self.counts.holds(self.states)
 
     def step(self, rule: Rule, group: Group, options: Any, grad_scale: Tensor | None) -> None:
         """One step of the members (with gradients), as the eager backend steps them."""
