@@ -8,8 +8,9 @@ backward that hands every param a fresh gradient tensor, and ``optimizer.step()`
 optimizer's share is the iteration's time minus that of the same iteration with no optimizer
 (gradients set to None by hand, the same forward and backward), so work an optimizer moves
 into ``zero_grad`` or backward is counted. Each row is timed interleaved with its
-references (median of rounds), and printed as the ratio of the reference's share to ours:
-above 1 is faster than the reference.
+references: the share is the median, over pairs of a bare iteration and the optimizer's
+timed one after the other, of their difference. Each row prints the ratio of the
+reference's share to ours: above 1 is faster than the reference.
 
 References: torch's fused AdamW (the fastest torch step on the CPU), and torch's default
 construction of the same algorithm (``torch.optim.X(params)``: its for-loop on the CPU).
@@ -65,24 +66,26 @@ def iteration(params, constants, optimizer) -> None:
         optimizer.step()
 
 
-def timed(params, constants, optimizer, repeats: int) -> float:
+def timed(params, constants, optimizer) -> float:
     start = time.perf_counter()
-    for _ in range(repeats):
-        iteration(params, constants, optimizer)
-    return (time.perf_counter() - start) / repeats
+    iteration(params, constants, optimizer)
+    return time.perf_counter() - start
 
 
 def shares(params, constants, optimizers: dict, repeats: int, rounds: int) -> dict[str, float]:
-    """Median over ``rounds`` of each optimizer's time per iteration minus the bare
-    iteration's, the bare one timed next to it."""
+    """Median of each optimizer's time per iteration minus that of the bare iteration
+    timed just before it: each round runs ``repeats`` such pairs per optimizer, the
+    optimizers in turn, so that the machine's drift (tens of percent within minutes)
+    falls alike on an optimizer and its bare iteration, and alike on every optimizer."""
     for optimizer in optimizers.values():
         for _ in range(3):  # warm-up: state created, kernels compiled
             iteration(params, constants, optimizer)
     samples: dict[str, list[float]] = {name: [] for name in optimizers}
     for _ in range(rounds):
         for name, optimizer in optimizers.items():
-            bare = timed(params, constants, None, repeats)
-            samples[name].append(timed(params, constants, optimizer, repeats) - bare)
+            for _ in range(repeats):
+                bare = timed(params, constants, None)
+                samples[name].append(timed(params, constants, optimizer) - bare)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -98,7 +101,8 @@ def main() -> None:
     for size in arguments.sizes.split(","):
         total, count = map(int, size.split("x"))
         repeats = max(5, min(50, 20_000_000 // max(total, 1)))
-        print(f"\n{total:,} params in {count} tensors ({repeats} iterations per sample)")
+        rounds = f"{arguments.rounds} rounds of {repeats} pairs"
+        print(f"\n{total:,} params in {count} tensors ({rounds})")
         print(f"{'algorithm':<14}{'share ms':>10}{'vs fused AdamW':>16}{'default vs default':>20}")
         params, constants = make_model(total, count)
         for name, ours, theirs in ALGORITHMS:

@@ -208,11 +208,12 @@ def small_params(dtype):
 
 def pack_steps(optimizer, params):
     """9 steps of new gradients, between which a script does what breaks a pack: a param
-    without a gradient (step 4), in-place edits of one param's state and a reset of its
-    step (before step 6), a param's storage replaced (``p.data = ...``, before step 7), a
-    state tensor's storage (and a step count's) replaced in place (before step 8), a
-    state_dict round trip (before step 9). Each replacement holds other values, which the
-    step must read."""
+    without a gradient (step 4), gradients of matrices in another memory order (step 5:
+    the step copies them, where it otherwise reads them where they lie), in-place edits of
+    one param's state and a reset of its step (before step 6), a param's storage replaced
+    (``p.data = ...``, before step 7), a state tensor's storage (and a step count's)
+    replaced in place (before step 8), a state_dict round trip (before step 9). Each
+    replacement holds other values, which the step must read."""
     generator = torch.Generator().manual_seed(5)
     for step in range(1, 10):
         if step == 6:
@@ -229,11 +230,15 @@ def pack_steps(optimizer, params):
             optimizer.load_state_dict(optimizer.state_dict())
         for index, param in enumerate(params):
             noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+            if step == 5 and param.dim() == 2:
+                noise = noise.t().contiguous().t()  # the same values, column-major
             param.grad = None if (index == 0 and step == 4) else noise
         optimizer.step()
     if isinstance(optimizer._runner, FusedBackend) and optimizer.rule.multi_tensor:
         # one pack, of the one group: none left behind by the group the reload replaced
         assert len(optimizer._runner.packs) == 1, "the params did not step as one pack"
+        (_, _, pack), *_ = optimizer._runner.packs.values()
+        assert pack.table is not None, "the pack did not step where its params lie"
     return snapshot(optimizer, params)
 
 

@@ -33,9 +33,12 @@ param, a new size or a different set of params with gradients compiles nothing.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
+import sys
 import threading
+from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -197,6 +200,23 @@ class Kernel:
         function, pick = self.loop or self.direct
         return partial(function, *pick([*arguments, size]))
 
+    def c_loop(self, tensors: Sequence[Tensor], inputs: list[Tensor]) -> CLoop | None:
+        """The address of the kernel's C loop and where each of its arguments comes from (an
+        index into ``[param, gradient, *state, *inputs]``, -1 for the size), for
+        :func:`driver` to call it on many params; compiled and found on zeros laid out as
+        ``tensors`` (nothing of the user's is touched). None where there is no such loop (a
+        GPU, another torch's code, a form with rows)."""
+        if self.loop is None and not self.width:
+            zeros = [t.new_zeros(2).requires_grad_(t.requires_grad) for t in tensors]
+            self.bind(zeros, inputs)()  # compiles the kernel (its first call)
+            self.bind(zeros, inputs)  # finds its C loop
+        if not self.loop:
+            return None
+        function, pick = self.loop
+        address = c_address(function)
+        order = pick([*range(len(tensors) + len(inputs)), -1])
+        return None if address is None else (address, order)
+
     def call(self, size: int, arguments: list[Any]) -> Sums | None:
         """The kernel through dynamo (its first call, which compiles it; a size of 1; an
         update that returns sums)."""
@@ -288,6 +308,53 @@ def find_loop(
 
 
 CHECKS = ("clear", "size", "stride", "assert_size_stride", "assert_alignment")
+
+# a kernel's C loop: its address, and where each argument comes from (Kernel.c_loop)
+CLoop = tuple[int, tuple[int, ...]]
+
+
+def c_address(function: Callable) -> int | None:
+    """The address of the C function ``kernel`` in the library whose Python binding is
+    ``function`` (inductor compiles each C loop with one), or None."""
+    try:
+        library = ctypes.CDLL(sys.modules[function.__module__].__file__)
+        return ctypes.cast(library.kernel, ctypes.c_void_p).value
+    except (AttributeError, KeyError, OSError, TypeError):
+        return None
+
+
+_DRIVERS: dict[int, Callable | None] = {}
+
+
+def driver(count: int) -> Callable | None:
+    """A C function ``(table, rows, loop)`` that calls the C loop at address ``loop`` once
+    per row of ``table`` (an int64 tensor of ``rows`` × ``count``: each row the loop's
+    ``count`` arguments, data pointers and sizes), the rows spread over the threads: one
+    call from Python steps every param of a pack where it lies. Compiled once per
+    ``count`` by inductor's C++ toolchain; None where that fails."""
+    if count not in _DRIVERS:
+        from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+        arguments = ", ".join(f"row[{index}]" for index in range(count))
+        source = (
+            "#include <cstdint>\n"
+            f"typedef void (*loop_t)({', '.join(['int64_t'] * count)});\n"
+            'extern "C" void kernel(const int64_t* table, int64_t rows, int64_t loop) {\n'
+            "  const auto call = reinterpret_cast<loop_t>(loop);\n"
+            "  #pragma omp parallel for schedule(dynamic, 8)\n"
+            "  for (int64_t r = 0; r < rows; ++r) {\n"
+            f"    const int64_t* row = table + r * {count};\n"
+            f"    call({arguments});\n"
+            "  }\n"
+            "}\n"
+        )
+        try:
+            _DRIVERS[count] = CppPythonBindingsCodeCache.load_pybinding(
+                ["const int64_t*", "int64_t", "int64_t"], source
+            )
+        except Exception:  # no C++ toolchain, or another torch's API: the copies then
+            _DRIVERS[count] = None
+    return _DRIVERS[count]
 
 
 def graph_module(compiled: Callable) -> dict[str, Any] | None:
@@ -491,9 +558,6 @@ class Pack:
         self.dtype, self.device = first.dtype, first.device
         self.shapes = [param.shape for param in members]
         self.sizes = [param.numel() for param in members]
-        self.flat = [param.view(-1) for param in members]
-        self.param, self.param_views = self.buffer()
-        self.grad, self.grad_views = self.buffer()
         self.buffers: dict[str, Tensor] = {}
         self.views: dict[str, list[Tensor]] = {}
         with torch.enable_grad():  # views a user may edit in place, as they would any state
@@ -503,6 +567,10 @@ class Pack:
         self.pointers = install(states, self.views)
         self.counts = Counts(states, numbers)
         self.where = [param.data_ptr() for param in members]  # where each param lies
+        # the C loop's table of arguments, one row per member (see step_in_place)
+        self.table: tuple[Kernel, Callable, CLoop, Tensor] | None = None
+        # buffers of the params and gradients, for a step by copies (see step)
+        self.copies: tuple[list[Tensor], Tensor, list[Tensor], Tensor, list[Tensor]] | None = None
 
     def buffer(self) -> tuple[Tensor, list[Tensor]]:
         """A flat buffer for the members and its views shaped as each member."""
@@ -572,20 +640,42 @@ class Pack:
         return installed(self.states, self.views, self.pointers) and self.counts.holds(self.states)
 
     def step(self, rule: Rule, group: Group, options: Any, grad_scale: Tensor | None) -> None:
-        """One step of the members (with gradients), as the eager backend steps them."""
+        """One step of the members (with gradients), as the eager backend steps them: on the
+        CPU, one call of the compiled update's C loop per member where it lies
+        (:meth:`step_in_place`); otherwise over the buffers, the params and gradients
+        copied in and the params copied back."""
         members = self.members
-        torch._foreach_copy_(self.grad_views, [param.grad for param in members])
-        torch.cat(self.flat, out=self.param)  # (1-D views of the members: one op)
+        grads = [param.grad for param in members]
         self.counts.advance()
         tensors = [self.buffers[name] for name in self.names]
         kernel = None if self.dtype in LOW_PRECISION else rule.torch_kernel(group, options)
+        in_place = (
+            self.device.type == "cpu"
+            and {*map(type, grads)} <= PLAIN
+            and all(map(Tensor.is_contiguous, grads))
+        )
+        numbers = None
+        if in_place or kernel is None:
+            numbers = kernel_numbers(self.counts.scalars(rule, group, options), self.device)
+        if in_place and self.step_in_place(rule, group, options, grads, numbers, grad_scale):
+            # the loop wrote params and state where autograd does not see it
+            torch.autograd.graph.increment_version([*members, *tensors])
+            return
+        if self.copies is None:
+            self.copies = (
+                [param.view(-1) for param in members],
+                *self.buffer(),
+                *self.buffer(),
+            )
+        flat, param, param_views, grad, grad_views = self.copies
+        torch._foreach_copy_(grad_views, grads)
+        torch.cat(flat, out=param)  # (1-D views of the members: one op)
         if kernel is not None:
             steps = self.counts.views.get("step", [])[:1]
-            kernel([self.param], [self.grad], [[t] for t in tensors], steps, (), grad_scale)
+            kernel([param], [grad], [[t] for t in tensors], steps, (), grad_scale)
         else:
-            numbers = kernel_numbers(self.counts.scalars(rule, group, options), self.device)
-            stacked = [self.param, self.grad, *tensors]
-            form = rule.fused_form(self.param, options)
+            stacked = [param, grad, *tensors]
+            form = rule.fused_form(param, options)
             compiled = kernel_for(
                 rule, form, bool(group["maximize"]), stacked, self.names, numbers, grad_scale
             )
@@ -593,7 +683,49 @@ class Pack:
         # the kernels wrote the state where autograd does not see it (its views: through
         # the buffers); the params move by the copy back
         torch.autograd.graph.increment_version(tensors)
-        torch._foreach_copy_(members, self.param_views)
+        torch._foreach_copy_(members, param_views)
+
+    def step_in_place(
+        self,
+        rule: Rule,
+        group: Group,
+        options: Any,
+        grads: list[Tensor],
+        numbers: dict[str, Any],
+        grad_scale: Tensor | None,
+    ) -> bool:
+        """The step as one call of :func:`driver`: the C loop of the compiled update (the
+        kernel for small params) on each member's param, gradient (contiguous) and state
+        where they lie, the members spread over the threads. Where the members lie and the
+        state's views lie is what :meth:`holds` checked; only the gradients' data pointers
+        and the numbers are new at each step. False, with nothing done, where there is no
+        C loop to call."""
+        first = [self.members[0], grads[0], *(self.views[name][0] for name in self.names)]
+        form = rule.fused_form(first[0], options)
+        maximize = bool(group["maximize"])
+        kernel = kernel_for(rule, form, maximize, first, self.names, numbers, grad_scale)
+        inputs = kernel.inputs(numbers, grad_scale)
+        if self.table is None or self.table[0] is not kernel:
+            loop = kernel.c_loop(first, inputs)
+            run = loop and driver(len(loop[1]))
+            if not loop or run is None:
+                return False
+            fixed = {0: self.where, -1: self.sizes}
+            fixed.update({2 + i: self.pointers[name] for i, name in enumerate(self.names)})
+            table = torch.zeros(len(self.members), len(loop[1]), dtype=torch.int64)
+            for column, index in enumerate(loop[1]):
+                if index in fixed:
+                    table[:, column] = torch.tensor(fixed[index], dtype=torch.int64)
+            self.table = (kernel, run, loop, table)
+        _, run, (address, order), table = self.table
+        pointers = torch.frombuffer(array("q", map(Tensor.data_ptr, grads)), dtype=torch.int64)
+        for column, index in enumerate(order):
+            if index == 1:
+                table[:, column] = pointers
+            elif index >= 2 + len(self.names):
+                table[:, column] = inputs[index - 2 - len(self.names)].data_ptr()
+        run(table, len(self.members), address)
+        return True
 
 
 class FusedBackend:
