@@ -42,8 +42,8 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
-from itertools import repeat
-from operator import attrgetter, is_, itemgetter
+from itertools import compress, repeat
+from operator import attrgetter, eq, is_, itemgetter
 from typing import Any
 
 import torch
@@ -631,7 +631,7 @@ class Pack:
         members = self.members
         if (
             list(map(Tensor.data_ptr, members)) != self.where
-            or list(map(attrgetter("shape"), members)) != self.shapes
+            or not all(map(eq, map(attrgetter("shape"), members), self.shapes))
             or not all(map(Tensor.is_contiguous, members))
             or {*map(attrgetter("dtype"), members)} != {self.dtype}
             or not all(map(is_, map(states.__getitem__, members), self.states))
@@ -645,7 +645,7 @@ class Pack:
         (:meth:`step_in_place`); otherwise over the buffers, the params and gradients
         copied in and the params copied back."""
         members = self.members
-        grads = [param.grad for param in members]
+        grads = list(map(attrgetter("grad"), members))
         self.counts.advance()
         tensors = [self.buffers[name] for name in self.names]
         kernel = None if self.dtype in LOW_PRECISION else rule.torch_kernel(group, options)
@@ -849,7 +849,7 @@ class FusedBackend:
         them have gradients (see :class:`Pack`); returns the params left to step."""
         if not rule.multi_tensor or len(params) < self.packed:
             return params
-        offered = [param for param in params if param.numel() < LARGE]
+        offered = list(compress(params, map(LARGE.__gt__, map(Tensor.numel, params))))
         if len(offered) < self.packed:
             return params
         pack = of_group(self.packs, group)
