@@ -9,8 +9,9 @@ eager backend sees it.
 
 Per group:
 
-* where a group has many small params with gradients (:data:`PACKED`), they step as one
-  tensor: their state lives in flat buffers of the backend's own (see :class:`Pack`);
+* where a group has many small params with gradients (:data:`PACKED`), they step together
+  (on the CPU, one call that runs the compiled C loop on each where it lies): their state
+  lives in flat buffers of the backend's own (see :class:`Pack`);
 * where torch has a fused kernel for exactly the rule's options (Adam and AdamW in torch's
   conventions, AMSGrad's raw maximum, SGD's torch momentum, Adagrad; see
   :meth:`Rule.torch_kernel`), the params whose tensors share one dtype and layout step by
@@ -526,16 +527,18 @@ class Counts:
 
 
 class Pack:
-    """A group's small params of one dtype and device that step as one tensor.
+    """A group's small params of one dtype and device that step together, in one call.
 
     Their state lives in flat buffers of the pack's own, one per state tensor, and their
     0-dim state in :class:`Counts`; the entries of ``optimizer.state`` are views of them,
     so the state a user reads, saves or edits in place is the eager backend's. Params and
-    gradients stay where they lie: a step copies them into two more buffers, runs the
-    update once over all of them (torch's fused kernel where torch has the update,
-    :meth:`Rule.torch_kernel`; the compiled one otherwise) and copies the params back:
-    three multi-tensor copies, where a step per param costs a kernel call or ten
-    multi-tensor ops.
+    gradients stay where they lie. On the CPU a step is one call of :func:`driver`, which
+    runs the compiled update's C loop on each member where its param, gradient and state
+    lie (:meth:`step_in_place`). Otherwise (a GPU, a gradient that is not contiguous) it
+    copies params and gradients into two more buffers, runs the update once over them
+    (torch's fused kernel where torch has the update, :meth:`Rule.torch_kernel`; the
+    compiled one otherwise) and copies the params back. Either costs less than a kernel
+    call per param (≈ 7 µs of host work each) or ten multi-tensor ops.
 
     A pack steps again when the same params are offered (a group's small params with
     gradients, in order) and :meth:`holds`; otherwise the backend builds another (the state
