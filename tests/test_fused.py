@@ -4,6 +4,10 @@ the registry, the awkward param sets, checkpoints between the backends, no recom
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -187,6 +191,7 @@ def test_large_params_step_as_on_eager_through_the_compiled_graph(monkeypatch):
 
     monkeypatch.setattr(fused, "_KERNELS", {})
     monkeypatch.setattr(fused, "find_loop", lambda *arguments: None)
+    monkeypatch.setattr(fused, "stored_loop", lambda name: None)  # none from other processes
     info = next(info for info in FUSABLE if info.name == "NAdam")
     eager, ours = twin_runs(info, {}, torch.float32, params=large_params, feed=large_steps)
     assert_close_to(ours, eager, torch.float32, info.name)
@@ -664,3 +669,49 @@ def test_torch_kernel_where_torch_has_the_update(cls, kwargs, kernel, monkeypatc
         [{"param": p.detach(), **optimizer.state[p]} for p in params] for params, optimizer in sides
     ]
     assert_close_to(snapshots[1], snapshots[0], torch.float32)
+
+
+STEPS_IN_A_PROCESS = textwrap.dedent(
+    """
+    import sys, torch, adamkit
+    generator = torch.Generator().manual_seed(0)
+    large = [torch.randn(70_000, generator=generator) for _ in range(2)]
+    small = [torch.randn(5, 3, generator=generator) for _ in range(20)]  # a pack
+    params = [p.requires_grad_() for p in large + small]
+    optimizer = adamkit.NAdam(params, backend="fused", weight_decay=0.1)
+    for step in range(3):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=generator)
+        optimizer.step()
+    torch.save(torch.cat([p.detach().flatten() for p in params]), sys.argv[1])
+    print("compiled" if "torch._inductor.compile_fx" in sys.modules else "stored")
+    """
+)
+
+
+def test_a_warm_process_steps_by_the_stored_loops_bit_for_bit(tmp_path):
+    """A process that finds its kernels' C loops stored by an earlier one (in the inductor
+    cache it shares) steps without compiling or importing inductor, to the same bits; where
+    the libraries are gone, it compiles again, to the same bits."""
+    cache = tmp_path / "inductor"
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+
+    def steps(name):
+        done = subprocess.run(
+            [sys.executable, "-c", STEPS_IN_A_PROCESS, str(tmp_path / name)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()[-1], torch.load(tmp_path / name)
+
+    first, second = steps("first.pt"), steps("second.pt")
+    assert (first[0], second[0]) == ("compiled", "stored")
+    assert torch.equal(first[1], second[1])
+    for library in cache.rglob("*.so"):
+        library.unlink()
+    third = steps("third.pt")
+    assert third[0] == "compiled"
+    assert torch.equal(first[1], third[1])

@@ -35,14 +35,21 @@ param, a new size or a different set of params with gradients compiles nothing.
 from __future__ import annotations
 
 import ctypes
+import getpass
 import hashlib
+import importlib.util
+import json
 import math
+import os
+import platform
+import re
 import sys
+import tempfile
 import threading
 from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import cache, partial
 from itertools import compress, repeat
 from operator import attrgetter, eq, is_, itemgetter
 from typing import Any
@@ -141,9 +148,19 @@ class Kernel:
         # a function and what it takes from the arguments (with the size last): the
         # compiled graph, and the C loop in it (see find_loop)
         self.direct: tuple[Callable, itemgetter] | None = None
-        self.loop: tuple[Callable, itemgetter] | bool | None = None
         self.eager = namespace[name]
-        self.compiled = torch.compile(self.eager, fullgraph=True, backend=self.capture)
+        self.graph: Callable | None = None  # torch.compile of eager, made where it is needed
+        # the C loop another process found for the same kernel (see stored_loop): nothing
+        # is compiled, nor inductor imported, where it is there
+        self.stored = f"{tag}-{environment()}"
+        self.loop: tuple[Callable, itemgetter] | bool | None = stored_loop(self.stored)
+
+    @property
+    def compiled(self) -> Callable:
+        """The update compiled by torch.compile with :meth:`capture` as its backend."""
+        if self.graph is None:
+            self.graph = torch.compile(self.eager, fullgraph=True, backend=self.capture)
+        return self.graph
 
     def capture(self, graph: torch.fx.GraphModule, inputs: list[Any]) -> Callable:
         """The inductor backend, keeping the compiled graph and where each of its inputs
@@ -198,6 +215,9 @@ class Kernel:
             return partial(self.call, size, arguments)
         if self.loop is None:
             self.loop = find_loop(*self.direct, arguments, size) or False
+            if self.loop:
+                function, pick = self.loop
+                store_loop(self.stored, function, pick([*range(len(arguments)), -1]))
         function, pick = self.loop or self.direct
         return partial(function, *pick([*arguments, size]))
 
@@ -324,6 +344,104 @@ def c_address(function: Callable) -> int | None:
         return None
 
 
+def load_binding(path: str, name: str) -> Callable | None:
+    """The function ``kernel`` of the Python binding inductor compiled into the library at
+    ``path`` (a kernel's C loop, or a driver), loaded as inductor loads it; None where it
+    cannot be (a file removed from the cache, another torch's binding)."""
+    module_name = f"adamkit_{name}.kernel"
+    try:
+        if module_name not in sys.modules:
+            # the binding reads where torch's function that gives a tensor's data pointer is
+            os.environ["_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR"] = str(
+                torch._C._dynamo.guards._torchinductor_pyobject_tensor_data_ptr
+            )
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            sys.modules[module_name] = module
+        return sys.modules[module_name].kernel
+    except (AttributeError, ImportError, OSError, TypeError):
+        return None
+
+
+def stored_loop(name: str) -> tuple[Callable, itemgetter] | None:
+    """The C loop of kernel ``name`` (its key and :func:`environment`) that a process
+    stored with :func:`store_loop`, and where its arguments come from; None where none is
+    stored or it cannot be loaded. A process whose kernels are all stored steps without
+    importing inductor or tracing anything: a warm first step costs no compile."""
+    try:
+        with open(os.path.join(stored_dir(), f"{name}.json")) as file:
+            entry = json.load(file)
+        function = load_binding(entry["path"], name)
+        return None if function is None else (function, itemgetter(*entry["order"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def store_loop(name: str, function: Callable, order: Sequence[int]) -> None:
+    """Record the library of a C loop (or driver) and where its arguments come from (an
+    index into the kernel's arguments, -1 for the size) for :func:`stored_loop` in later
+    processes."""
+    try:
+        write_entry(name, {"path": sys.modules[function.__module__].__file__, "order": [*order]})
+    except (AttributeError, KeyError, OSError):
+        pass
+
+
+def write_entry(name: str, entry: dict[str, Any]) -> None:
+    """Write ``entry`` as ``name``.json in :func:`stored_dir`, whole or not at all."""
+    folder = stored_dir()
+    os.makedirs(folder, exist_ok=True)
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}")
+    with open(temporary, "w") as file:
+        json.dump(entry, file)
+    os.replace(temporary, os.path.join(folder, f"{name}.json"))
+
+
+def stored_dir() -> str:
+    """adamkit's records in inductor's cache directory (``TORCHINDUCTOR_CACHE_DIR``, or the
+    default inductor chooses), which hold the libraries they name."""
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if folder is None:
+        try:
+            user = getpass.getuser()
+        except (KeyError, ImportError, OSError):
+            user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
+        user = re.sub(r'[\\/:*?"<>|]', "_", user)
+        folder = os.path.join(tempfile.gettempdir(), f"torchinductor_{user}")
+    return os.path.join(os.path.abspath(folder), "adamkit")
+
+
+def environment() -> str:
+    """A digest of what a compiled kernel depends on besides its key: adamkit's source
+    (the update it compiles), torch's version, the Python ABI, the CPU's features (the
+    vector instructions inductor compiled for) and the thread count (inductor compiles a
+    loop without threads for one thread)."""
+    digest = hashlib.sha256(machine().encode())
+    digest.update(str(torch.get_num_threads()).encode())
+    return digest.hexdigest()[:16]
+
+
+@cache
+def machine() -> str:
+    """The part of :func:`environment` that a process does not change."""
+    digest = hashlib.sha256()
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for folder, _, files in sorted(os.walk(package)):
+        for file in sorted(f for f in files if f.endswith(".py")):
+            with open(os.path.join(folder, file), "rb") as source:
+                digest.update(source.read())
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    digest.update(
+        repr((torch.__version__, sys.implementation.cache_tag, platform.machine(), flags)).encode()
+    )
+    return digest.hexdigest()
+
+
 _DRIVERS: dict[int, Callable | None] = {}
 
 
@@ -333,7 +451,12 @@ def driver(count: int) -> Callable | None:
     ``count`` arguments, data pointers and sizes), the rows spread over the threads: one
     call from Python steps every param of a pack where it lies. Compiled once per
     ``count`` by inductor's C++ toolchain; None where that fails."""
+    name = f"driver{count}-{environment()}"
     if count not in _DRIVERS:
+        stored = stored_loop(name)
+        if stored is not None:
+            _DRIVERS[count] = stored[0]
+            return stored[0]
         from torch._inductor.codecache import CppPythonBindingsCodeCache
 
         arguments = ", ".join(f"row[{index}]" for index in range(count))
@@ -355,6 +478,8 @@ def driver(count: int) -> Callable | None:
             )
         except Exception:  # no C++ toolchain, or another torch's API: the copies then
             _DRIVERS[count] = None
+        else:
+            store_loop(name, _DRIVERS[count], [0])
     return _DRIVERS[count]
 
 
