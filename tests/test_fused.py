@@ -288,6 +288,26 @@ def test_many_small_params_step_as_one_pack_as_on_eager(info):
     assert_close_to(fused, eager, torch.float32, info.name)
 
 
+def small_and_large_params(dtype):
+    """small_params and two params of more elements than a row of the pack's driver
+    (fused.ROW; neither a multiple of it nor of a vector's width)."""
+    generator = torch.Generator().manual_seed(6)
+    large = [torch.randn(70_001, generator=generator, dtype=dtype)]
+    large.append(torch.randn(251, 300, generator=generator, dtype=dtype))
+    adamkit.normalize_vectors_(large[1:])  # for ND-Adam
+    return [*small_params(dtype), *(p.requires_grad_() for p in large)]
+
+
+@pytest.mark.parametrize("info", [pytest.param(info, id=info.name) for info in FUSABLE])
+def test_large_params_join_the_pack_on_the_cpu(info):
+    """On the CPU a pack takes a group's large params too, each stepped by the driver in
+    rows (fused.ROW) where it lies: as eager, through what breaks a pack."""
+    eager, fused = twin_runs(
+        info, {}, torch.float32, params=small_and_large_params, feed=pack_steps
+    )
+    assert_close_to(fused, eager, torch.float32, info.name)
+
+
 @pytest.mark.parametrize("cls", [adamkit.AdamW, adamkit.NAdam])
 def test_a_pack_resumes_bit_for_bit(cls, tmp_path):
     """6 steps of a pack, or 3, torch.save and torch.load into a new optimizer, and 3: the

@@ -82,9 +82,13 @@ from adamkit.rule import FusedForm, Group, Rule, Scalars, State, Sums
 # the C loop per small param, ≈ 15-30 µs of host work, was tried and reverted at 369652f:
 # no gain in the loop benchmark, and 57 s more compiling for the test suite.)
 LARGE = 1 << 16
-# a group steps its small params as one tensor (a Pack) where at least this many of them
-# have gradients; fewer cost about as much in the multi-tensor calls
+# a group steps its small params (on the CPU, all its params) as one tensor (a Pack) where
+# at least this many of them have gradients; fewer cost about as much in the multi-tensor
+# calls
 PACKED = 16
+# a pack's driver steps its members in rows of at most this many elements, spread over the
+# threads (a multiple of every vector width: a row's elements round as the whole member's)
+ROW = 1 << 15
 
 
 class Kernel:
@@ -213,11 +217,7 @@ class Kernel:
         arguments = [*(flat(tensor, self.width) for tensor in tensors), *inputs]
         if self.direct is None or size < 2:
             return partial(self.call, size, arguments)
-        if self.loop is None:
-            self.loop = find_loop(*self.direct, arguments, size) or False
-            if self.loop:
-                function, pick = self.loop
-                store_loop(self.stored, function, pick([*range(len(arguments)), -1]))
+        self.find_loop(arguments, size)
         function, pick = self.loop or self.direct
         return partial(function, *pick([*arguments, size]))
 
@@ -238,12 +238,22 @@ class Kernel:
         order = pick([*range(len(tensors) + len(inputs)), -1])
         return None if address is None else (address, order)
 
+    def find_loop(self, arguments: list[Any], size: int) -> None:
+        """Once compiled, find the graph's C loop (:func:`find_loop`) and store it for
+        later processes (:func:`store_loop`)."""
+        if self.loop is None and self.direct is not None and size > 1:
+            self.loop = find_loop(*self.direct, arguments, size) or False
+            if self.loop:
+                function, pick = self.loop
+                store_loop(self.stored, function, pick([*range(len(arguments)), -1]))
+
     def call(self, size: int, arguments: list[Any]) -> Sums | None:
         """The kernel through dynamo (its first call, which compiles it; a size of 1; an
         update that returns sums)."""
         if not self.ready:
             self.ready = True
             self.compile_for(arguments)
+            self.find_loop(arguments, size)
         if size > 1:  # a size-1 dim is specialised, and marking it would raise
             for tensor in arguments[: self.tensors]:
                 torch._dynamo.mark_dynamic(tensor, 0)
@@ -519,11 +529,13 @@ def kernel_for(
     names: Sequence[str],
     numbers: Scalars,
     grad_scale: Tensor | None,
+    large: bool | None = None,
 ) -> Kernel:
     """The kernel of :func:`apply_update` for a param's ``tensors`` (param, gradient,
     state, laid out alike: :func:`stack`) in ``form``. Large and small tensors get kernels
     of their own: inductor parallelises a loop only where the size it compiled for was
-    large."""
+    large (``large``: by the param's size unless given; a pack's driver runs the loop
+    for small params on every member, each call on one thread)."""
     param = tensors[0]
     key = (
         type(rule),
@@ -534,7 +546,7 @@ def kernel_for(
         grad_scale is None or grad_scale.dtype,
         param.device,
         tuple((t.dtype, t.shape[1:] if form.width else ()) for t in tensors),
-        param.numel() >= LARGE,
+        param.numel() >= LARGE if large is None else large,
     )
     kernel = _KERNELS.get(key)
     if kernel is None:
@@ -652,7 +664,9 @@ class Counts:
 
 
 class Pack:
-    """A group's small params of one dtype and device that step together, in one call.
+    """A group's small params of one dtype and device that step together, in one call (on
+    the CPU its large params too: the driver spreads each over the threads in rows of
+    :data:`ROW` elements).
 
     Their state lives in flat buffers of the pack's own, one per state tensor, and their
     0-dim state in :class:`Counts`; the entries of ``optimizer.state`` are views of them,
@@ -696,7 +710,7 @@ class Pack:
         self.counts = Counts(states, numbers)
         self.where = [param.data_ptr() for param in members]  # where each param lies
         # the C loop's table of arguments, one row per member (see step_in_place)
-        self.table: tuple[Kernel, Callable, CLoop, Tensor] | None = None
+        self.table: tuple[Kernel, Callable, CLoop, Tensor, Tensor, Tensor] | None = None
         # buffers of the params and gradients, for a step by copies (see step)
         self.copies: tuple[list[Tensor], Tensor, list[Tensor], Tensor, list[Tensor]] | None = None
 
@@ -831,28 +845,41 @@ class Pack:
         first = [self.members[0], grads[0], *(self.views[name][0] for name in self.names)]
         form = rule.fused_form(first[0], options)
         maximize = bool(group["maximize"])
-        kernel = kernel_for(rule, form, maximize, first, self.names, numbers, grad_scale)
+        kernel = kernel_for(
+            rule, form, maximize, first, self.names, numbers, grad_scale, large=False
+        )
         inputs = kernel.inputs(numbers, grad_scale)
         if self.table is None or self.table[0] is not kernel:
             loop = kernel.c_loop(first, inputs)
             run = loop and driver(len(loop[1]))
             if not loop or run is None:
                 return False
-            fixed = {0: self.where, -1: self.sizes}
-            fixed.update({2 + i: self.pointers[name] for i, name in enumerate(self.names)})
-            table = torch.zeros(len(self.members), len(loop[1]), dtype=torch.int64)
+            # a row per ROW elements of a member (a large one spreads over the threads),
+            # its pointers moved to the row's first element
+            rows = [
+                (member, start, min(ROW, size - start))
+                for member, size in enumerate(self.sizes)
+                for start in range(0, max(size, 1), ROW)
+            ]
+            owners = torch.tensor([row[0] for row in rows])
+            moved = torch.tensor([row[1] for row in rows]) * first[0].element_size()
+            fixed = {0: self.where, **{2 + i: self.pointers[n] for i, n in enumerate(self.names)}}
+            table = torch.zeros(len(rows), len(loop[1]), dtype=torch.int64)
             for column, index in enumerate(loop[1]):
-                if index in fixed:
-                    table[:, column] = torch.tensor(fixed[index], dtype=torch.int64)
-            self.table = (kernel, run, loop, table)
-        _, run, (address, order), table = self.table
+                if index == -1:
+                    table[:, column] = torch.tensor([row[2] for row in rows])
+                elif index in fixed:
+                    table[:, column] = torch.tensor(fixed[index])[owners] + moved
+            self.table = (kernel, run, loop, table, owners, moved)
+        _, run, (address, order), table, owners, moved = self.table
         pointers = torch.frombuffer(array("q", map(Tensor.data_ptr, grads)), dtype=torch.int64)
+        pointers = pointers[owners] + moved
         for column, index in enumerate(order):
             if index == 1:
                 table[:, column] = pointers
             elif index >= 2 + len(self.names):
                 table[:, column] = inputs[index - 2 - len(self.names)].data_ptr()
-        run(table, len(self.members), address)
+        run(table, len(table), address)
         return True
 
 
@@ -973,15 +1000,22 @@ class FusedBackend:
         states: States,
         grad_scale: Tensor | None,
     ) -> Sequence[Tensor]:
-        """Step the group's small params as one tensor where at least :data:`PACKED` of
-        them have gradients (see :class:`Pack`); returns the params left to step."""
+        """Step the group's small params (on the CPU, all of them) as one pack where at
+        least :data:`PACKED` of them have gradients (see :class:`Pack`); returns the params
+        left to step."""
         if not rule.multi_tensor or len(params) < self.packed:
             return params
-        offered = list(compress(params, map(LARGE.__gt__, map(Tensor.numel, params))))
+        if all(map(attrgetter("is_cpu"), params)):  # the driver steps large ones as well
+            offered = params
+        else:
+            offered = list(compress(params, map(LARGE.__gt__, map(Tensor.numel, params))))
         if len(offered) < self.packed:
             return params
         pack = of_group(self.packs, group)
         if pack is None or not pack.holds(offered, states):
+            for param in offered:
+                if not states[param]:  # a first step: its state, as the eager backend makes it
+                    create_state(rule, group, options, param, states[param])
             pack = Pack.build(rule, group, options, offered, states, self.packed)
             if pack is None:
                 self.packs.pop(id(group["params"]), None)
@@ -1015,6 +1049,15 @@ class FusedBackend:
         numbers = kernel_numbers(scalars, param.device)
         kernel = kernel_for(rule, form, maximize, stacked, names, numbers, grad_scale)
         return kernel.bind(stacked, kernel.inputs(numbers, grad_scale))() or None
+
+
+def create_state(rule: Rule, group: Group, options: Any, param: Tensor, state: State) -> None:
+    """A param's state before its first step, made as the eager backend makes it (the step
+    count at 0, the rule's scalar state, then its tensors), for the step to advance."""
+    if rule.counts_steps(group):
+        step_count(state)
+    for name in (*rule.scalar_state_names, *rule.state_names(options)):
+        state[name] = rule.init_state(name, param, options)
 
 
 def of_group(table: dict[int, tuple[list[Tensor], Group, Any]], group: Group) -> Any:
