@@ -9,9 +9,10 @@ eager backend sees it.
 
 Per group:
 
-* where a group has many small params with gradients (:data:`PACKED`), they step together
-  (on the CPU, one call that runs the compiled C loop on each where it lies): their state
-  lives in flat buffers of the backend's own (see :class:`Pack`);
+* where a group has many small params with gradients (:data:`PACKED`; on the CPU, many
+  params of any size), they step together (on the CPU, one call that runs the compiled C
+  loop on each where it lies): their state lives in flat buffers of the backend's own
+  (see :class:`Pack`);
 * where torch has a fused kernel for exactly the rule's options (Adam and AdamW in torch's
   conventions, AMSGrad's raw maximum, SGD's torch momentum, Adagrad; see
   :meth:`Rule.torch_kernel`), the params whose tensors share one dtype and layout step by
