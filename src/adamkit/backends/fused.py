@@ -703,11 +703,12 @@ class Pack:
         self.sizes = [param.numel() for param in members]
         self.buffers: dict[str, Tensor] = {}
         self.views: dict[str, list[Tensor]] = {}
+        self.pointers: dict[str, list[int]] = {}
         with torch.enable_grad():  # views a user may edit in place, as they would any state
-            for name in names:
+            for name in names:  # (one at a time: the state replaced is freed before the next)
                 self.buffers[name], self.views[name] = self.buffer()
                 torch._foreach_copy_(self.views[name], [state[name] for state in states])
-        self.pointers = install(states, self.views)
+                self.pointers.update(install(states, {name: self.views[name]}))
         self.counts = Counts(states, numbers)
         self.where = [param.data_ptr() for param in members]  # where each param lies
         # the C loop's table of arguments, one row per member (see step_in_place)
