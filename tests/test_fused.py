@@ -16,7 +16,7 @@ import adamkit
 from adamkit.backends.fused import FusedBackend
 
 from harness import gradient_script, leaves, multipliers, run, snapshot
-from registry import OPTIM_DB
+from registry import OPTIM_DB, sweep_cases
 
 FUSABLE = OPTIM_DB  # every optimizer runs fused
 # ‖fused − eager‖ / ‖eager‖ per tensor. Both backends step bfloat16 in float32 and round once,
@@ -213,8 +213,9 @@ def small_params(dtype):
 
 def pack_steps(optimizer, params):
     """9 steps of new gradients, between which a script does what breaks a pack: a param
-    without a gradient (step 4), gradients of matrices in another memory order (step 5:
-    the step copies them, where it otherwise reads them where they lie), in-place edits of
+    without a gradient (step 4), gradients of matrices in another memory order (step 5)
+    and of vectors as negated views (step 6; the step copies such gradients, where it
+    otherwise reads them where they lie), in-place edits of
     one param's state and a reset of its step (before step 6), a param's storage replaced
     (``p.data = ...``, before step 7), a state tensor's storage (and a step count's)
     replaced in place (before step 8), a state_dict round trip (before step 9). Each
@@ -237,6 +238,9 @@ def pack_steps(optimizer, params):
             noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
             if step == 5 and param.dim() == 2:
                 noise = noise.t().contiguous().t()  # the same values, column-major
+            if step == 6 and param.dim() == 1 and index:  # (params[0], a step behind since
+                # step 4, steps alone: by torch's kernel for Adam, which refuses such views)
+                noise = torch._neg_view(noise.neg())  # the same values, negated lazily
             param.grad = None if (index == 0 and step == 4) else noise
         optimizer.step()
     if isinstance(optimizer._runner, FusedBackend) and optimizer.rule.multi_tensor:
@@ -286,6 +290,16 @@ def test_many_small_params_step_as_one_pack_as_on_eager(info):
     pack's buffers: as eager, through what breaks a pack and makes it again."""
     eager, fused = twin_runs(info, {}, torch.float32, params=small_params, feed=pack_steps)
     assert_close_to(fused, eager, torch.float32, info.name)
+
+
+@pytest.mark.parametrize(
+    "info, config", [case for case in sweep_cases() if case.values[0].name in ("SGD", "SGDW")]
+)
+def test_a_pack_steps_every_sgd_config_as_on_eager(info, config):
+    """SGD's first step differs (the buffer is the gradient, not dampened): a pack of small
+    params, first stepped as eager steps them, then as one pack, over every SGD config."""
+    eager, fused = twin_runs(info, config, torch.float32, steps=4, params=small_params)
+    assert_close_to(fused, eager, torch.float32, info.id(config))
 
 
 def small_and_large_params(dtype):

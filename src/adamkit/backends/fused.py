@@ -229,8 +229,12 @@ class Kernel:
         ``tensors`` (nothing of the user's is touched). None where there is no such loop (a
         GPU, another torch's code, a form with rows)."""
         if self.loop is None and not self.width:
-            zeros = [t.new_zeros(2).requires_grad_(t.requires_grad) for t in tensors]
-            self.bind(zeros, inputs)()  # compiles the kernel (its first call)
+            # (19 elements: no other integer the loop takes is likely to equal it)
+            zeros = [t.new_zeros(19).requires_grad_(t.requires_grad) for t in tensors]
+            try:
+                self.bind(zeros, inputs)()  # compiles the kernel (its first call)
+            except Exception:  # no C++ compiler: the caller steps otherwise, or fails there
+                self.loop = False
             self.bind(zeros, inputs)  # finds its C loop
         if not self.loop:
             return None
@@ -544,7 +548,7 @@ def kernel_for(
         tuple(names),
         tuple((n, v if isinstance(v, bool) else None) for n, v in numbers.items()),
         maximize,
-        grad_scale is None or grad_scale.dtype,
+        grad_scale is None or (grad_scale.dtype, grad_scale.device),
         param.device,
         tuple((t.dtype, t.shape[1:] if form.width else ()) for t in tensors),
         param.numel() >= LARGE if large is None else large,
@@ -793,10 +797,13 @@ class Pack:
         self.counts.advance()
         tensors = [self.buffers[name] for name in self.names]
         kernel = None if self.dtype in LOW_PRECISION else rule.torch_kernel(group, options)
-        in_place = (
+        in_place = (  # what the C loop can read as it lies: plain CPU memory
             self.device.type == "cpu"
             and {*map(type, grads)} <= PLAIN
+            and all(map(attrgetter("is_cpu"), grads))
             and all(map(Tensor.is_contiguous, grads))
+            and not any(map(Tensor.is_neg, grads))
+            and (grad_scale is None or grad_scale.is_cpu)
         )
         numbers = None
         if in_place or kernel is None:
@@ -828,6 +835,8 @@ class Pack:
         # the buffers); the params move by the copy back
         torch.autograd.graph.increment_version(tensors)
         torch._foreach_copy_(members, param_views)
+        if not in_place and self.device.type == "cpu":
+            self.copies = None  # a step by copies is rare there: its buffers are not kept
 
     def step_in_place(
         self,
@@ -1015,9 +1024,6 @@ class FusedBackend:
             return params
         pack = of_group(self.packs, group)
         if pack is None or not pack.holds(offered, states):
-            for param in offered:
-                if not states[param]:  # a first step: its state, as the eager backend makes it
-                    create_state(rule, group, options, param, states[param])
             pack = Pack.build(rule, group, options, offered, states, self.packed)
             if pack is None:
                 self.packs.pop(id(group["params"]), None)
@@ -1051,15 +1057,6 @@ class FusedBackend:
         numbers = kernel_numbers(scalars, param.device)
         kernel = kernel_for(rule, form, maximize, stacked, names, numbers, grad_scale)
         return kernel.bind(stacked, kernel.inputs(numbers, grad_scale))() or None
-
-
-def create_state(rule: Rule, group: Group, options: Any, param: Tensor, state: State) -> None:
-    """A param's state before its first step, made as the eager backend makes it (the step
-    count at 0, the rule's scalar state, then its tensors), for the step to advance."""
-    if rule.counts_steps(group):
-        step_count(state)
-    for name in (*rule.scalar_state_names, *rule.state_names(options)):
-        state[name] = rule.init_state(name, param, options)
 
 
 def of_group(table: dict[int, tuple[list[Tensor], Group, Any]], group: Group) -> Any:
@@ -1187,8 +1184,10 @@ def stack(form: Any, param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> 
     (``form.width`` > 0) contiguous with the same rows (each state as (rows, its elements
     per row)). None otherwise (a state in another memory order or of another shape, a
     strided view): the param then steps as on the eager backend. The tensors are returned
-    as they are; :func:`flat` views them as the kernel's graph takes them."""
-    if form is None:
+    as they are; :func:`flat` views them as the kernel's graph takes them. A gradient on
+    another device or whose values are negated lazily (a view with the negative bit) steps
+    as on the eager backend too: the C loop would read its memory as it lies."""
+    if form is None or grad.is_neg() or grad.device != param.device:
         return None
     every = [param, grad, *tensors]
     if form.width:
