@@ -232,10 +232,9 @@ class Kernel:
             # (19 elements: no other integer the loop takes is likely to equal it)
             zeros = [t.new_zeros(19).requires_grad_(t.requires_grad) for t in tensors]
             try:
-                self.bind(zeros, inputs)()  # compiles the kernel (its first call)
+                self.bind(zeros, inputs)()  # compiles the kernel and finds its C loop
             except Exception:  # no C++ compiler: the caller steps otherwise, or fails there
                 self.loop = False
-            self.bind(zeros, inputs)  # finds its C loop
         if not self.loop:
             return None
         function, pick = self.loop
