@@ -8,20 +8,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain, compress, repeat
 from numbers import Real
-from operator import attrgetter, eq, is_, is_not
+from operator import eq, is_, is_not
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from adamkit.backends import BACKENDS, Backend, check_backend
-from adamkit.backends.eager import is_dtensor, local
+from adamkit.backends.eager import DTYPE, GRAD, SHAPE, SPARSE, is_dtensor, local
 from adamkit.backends.fused import FusedBackend
 from adamkit.precision import ABSMAX, blocks_of, check_state_dtype, loaded_entries, storage
 from adamkit.rule import Group, GroupStep, Rule, scalar_dtype
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
-GRAD, DTYPE, SHAPE, SPARSE = map(attrgetter, ("grad", "dtype", "shape", "is_sparse"))
 StateDtype = torch.dtype | str | None
 
 

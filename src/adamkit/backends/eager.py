@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
+from itertools import repeat
+from operator import attrgetter, eq, is_, itemgetter
 from typing import Any
 
 import torch
@@ -32,6 +34,7 @@ Batches = dict[tuple[Any, ...], tuple[Scalars, list[list[Tensor]]]]
 
 
 PLAIN = frozenset((Tensor, torch.nn.Parameter))  # no DTensor: a quick check of most params
+GRAD, DTYPE, SHAPE, SPARSE = map(attrgetter, ("grad", "dtype", "shape", "is_sparse"))
 
 
 def is_dtensor(value: Any) -> bool:
@@ -130,26 +133,34 @@ def step_group(
         update is None and rule.multi_tensor and grad_scale is None and not torch.is_grad_enabled()
     )
     batches: Batches = {}
+    alone: list[tuple[Tensor, Tensor, State, Scalars]] = []
     sums: list[Sums | None] = []
     scalars_of = shared_scalars(rule, group, options, entries)
-    for param, state, scalars in zip(params, entries, scalars_of, strict=True):
-        grad = param.grad
-        if grad.is_sparse:  # nn.Embedding(sparse=True): the rule's sparse form
-            rule.sparse_update(param, -grad if maximize else grad, state, scalars, options)
-            sums.append(None)
-            continue
-        for name in state_names:
-            if name not in state:
-                state[name] = rule.init_state(name, param, options)
+    grads = list(map(GRAD, params))
+    plain = batch and state_dtype is None and all_alike(params, grads, entries, state_names)
+    for param, grad, state, scalars in zip(params, grads, entries, scalars_of, strict=True):
         kept, work = {}, {}
-        if state_dtype is not None:
-            kept = {n: storage(state_dtype, param.dtype, state[n].numel()) for n in state_names}
-            kept = {n: form for n, form in kept.items() if form is not None}
-            work = {n: unpack(state, n, n not in rule.nonnegative_states) for n in kept}
+        if not plain:
+            if grad.is_sparse:  # nn.Embedding(sparse=True): the rule's sparse form
+                rule.sparse_update(param, -grad if maximize else grad, state, scalars, options)
+                sums.append(None)
+                continue
+            for name in state_names:
+                if name not in state:
+                    state[name] = rule.init_state(name, param, options)
+            if state_dtype is not None:
+                kept = {n: storage(state_dtype, param.dtype, state[n].numel()) for n in state_names}
+                kept = {n: form for n, form in kept.items() if form is not None}
+                work = {n: unpack(state, n, n not in rule.nonnegative_states) for n in kept}
         tensors = [work[n] if n in work else state[n] for n in state_names]
-        if batch and not work and add_to_batch(batches, scalars, param, grad, tensors):
-            sums.append(None)
-            continue
+        if plain or (batch and not work and alike(param, grad, tensors)):
+            if param.numel() >= CHUNK:  # alone in a chunk: apply_update's plain case
+                alone.append((param, grad, state, scalars))
+                sums.append(None)
+                continue
+            if add_to_batch(batches, scalars, param, grad, tensors):
+                sums.append(None)
+                continue
         target, grad = operand(param), operand(grad)
         tensors = [operand(tensor) for tensor in tensors]
         result = step(
@@ -159,6 +170,10 @@ def step_group(
         for name, value in work.items():  # the step count is read (a host sync) only here
             key = salt(int(state["step"]), name)
             pack(state, name, value, kept[name], name not in rule.nonnegative_states, key)
+    # the plain large params' updates run after every param's Python work is done: run
+    # between updates, each streaming megabytes through the caches, it ran slower
+    for param, grad, state, scalars in alone:
+        rule.update(param, -grad if maximize else grad, state, scalars, options)
     step_batches(rule, options, maximize, state_names, batches)
     return sums
 
@@ -166,11 +181,9 @@ def step_group(
 def add_to_batch(
     batches: Batches, scalars: Scalars, target: Tensor, grad: Tensor, tensors: list[Tensor]
 ) -> bool:
-    """Add a param's operands to the multi-tensor batch of its numbers, dtype and device
-    where it may step there (:func:`alike`, and no Tensor number: a Tensor lr steps each
+    """Add a param's operands (:func:`alike`) to the multi-tensor batch of its numbers,
+    dtype and device where it may step there (no Tensor number: a Tensor lr steps each
     param alone); returns whether it was added."""
-    if not alike(target, grad, tensors):
-        return False
     where = (id(scalars), target.dtype, target.device)
     batch = batches.get(where)
     if batch is None:  # the first param of these numbers: are they all plain?
@@ -207,6 +220,29 @@ def alike(target: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> bool:
         if tensor.dtype != dtype or type(tensor) not in PLAIN:
             return False
     return True
+
+
+def all_alike(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    entries: Sequence[State],
+    names: Sequence[str],
+) -> bool:
+    """:func:`alike` for every param, with its gradient dense and its state all made, checked
+    in C-level passes: a loop over the params in Python cost about 1 µs a param more."""
+    if not params or any(map(SPARSE, grads)):
+        return False
+    dtype = params[0].dtype
+    if dtype in LOW_PRECISION or dtype.is_complex:
+        return False
+    try:
+        columns = [params, *(list(map(itemgetter(name), entries)) for name in names)]
+    except KeyError:  # a state not made yet
+        return False
+    return all(
+        {*map(type, column)} <= PLAIN and all(map(is_, map(DTYPE, column), repeat(dtype)))
+        for column in columns
+    )
 
 
 def chunks(members: list[list[Tensor]]) -> list[list[list[Tensor]]]:
@@ -276,6 +312,9 @@ def shared_scalars(
     entries (the step count, NAdam's ``mu_product``, SWATS' switch). Scalar state the rule
     advances (``mu_product``) is advanced for the first param of a set and copied to the
     others. All 0-dim values are read in one host sync."""
+    agreed = agreed_scalars(rule, group, options, entries)
+    if agreed is not None:
+        return agreed
     numbers: list[Tensor] = []  # the 0-dim tensors of all states, read at once
     templates = []  # each state's values: NUMBER for a 0-dim tensor, None for another
     for state in entries:
@@ -315,6 +354,43 @@ def shared_scalars(
     if copies[0]:
         torch._foreach_copy_(*copies)
     return result
+
+
+def agreed_scalars(
+    rule: Rule, group: Group, options: Any, entries: Sequence[State]
+) -> list[Scalars] | None:
+    """:func:`shared_scalars` where every state holds the same entries in the same order,
+    each a plain tensor, and the 0-dim ones agree over the params (the common case): one
+    set of numbers, found in C-level passes over the entries' columns; None otherwise."""
+    if not entries:
+        return []
+    first = entries[0]
+    names = tuple(first)
+    if not all(map(eq, map(tuple, entries), repeat(names))):
+        return None
+    numbers: list[Tensor] = []
+    for name in names:
+        column = list(map(itemgetter(name), entries))
+        if not {*map(type, column)} <= PLAIN:
+            return None
+        dims = {*map(Tensor.dim, column)}
+        if dims == {0}:
+            numbers += column
+        elif 0 in dims:
+            return None
+    if numbers:
+        try:
+            read = torch.stack(numbers).tolist()
+        except RuntimeError:  # of several dtypes or devices
+            return None
+        count = len(entries)
+        if any(len({*read[at : at + count]}) > 1 for at in range(0, len(read), count)):
+            return None
+    scalars = rule.scalars(group, first, options)  # advances the first's scalar state
+    for name in rule.scalar_state_names if len(entries) > 1 else ():
+        others = list(map(itemgetter(name), entries[1:]))
+        torch._foreach_copy_(others, [first[name]] * len(others))
+    return [scalars] * len(entries)
 
 
 def as_dtype(tensor: Tensor, dtype: torch.dtype) -> Tensor:

@@ -65,6 +65,7 @@ from adamkit.backends.eager import (
     States,
     add_to_batch,
     advance,
+    alike,
     any_dtensor,
     apply_update,
     real_view,
@@ -943,7 +944,12 @@ class FusedBackend:
             target, grad = real_view(param), real_view(param.grad)
             tensors = [real_view(state[name]) for name in names]
             small = target.numel() < LARGE
-            if batch and small and add_to_batch(batches, scalars, target, grad, tensors):
+            if (
+                batch
+                and small
+                and alike(target, grad, tensors)
+                and add_to_batch(batches, scalars, target, grad, tensors)
+            ):
                 continue
             form = rule.fused_form(target, options)
             stacked = stack(form, target, grad, tensors)
