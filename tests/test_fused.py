@@ -749,3 +749,36 @@ def test_a_warm_process_steps_by_the_stored_loops_bit_for_bit(tmp_path):
     third = steps("third.pt")
     assert third[0] == "compiled"
     assert torch.equal(first[1], third[1])
+
+
+ISA_PROBES = textwrap.dedent(
+    """
+    from torch._inductor import cpu_vec_isa
+    from adamkit.backends.fused import vector_isa_probes
+
+    vector_isa_probes().join()
+
+    def probed_again(*args):
+        raise AssertionError("inductor checked a vector instruction set itself")
+
+    cpu_vec_isa.VecISA.check_build = probed_again
+    print(len(cpu_vec_isa.valid_vec_isa_list()))
+    """
+)
+
+
+def test_inductor_finds_the_vector_isa_probes_adamkit_ran_side_by_side(tmp_path):
+    """Before its first CPU compile the fused backend runs inductor's checks of the CPU's
+    vector instruction sets in threads; inductor's own checks then find every answer and
+    compile no probe (a process with an empty inductor cache)."""
+    cpu_vec_isa = pytest.importorskip("torch._inductor.cpu_vec_isa")
+    flags = cpu_vec_isa.x86_isa_checker()
+    sets = [i for i in cpu_vec_isa.supported_vec_isa_list if set(str(i).split()) <= set(flags)]
+    if len(sets) < 2:
+        pytest.skip("fewer than two vector instruction sets to check on this CPU")
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    done = subprocess.run(
+        [sys.executable, "-c", ISA_PROBES], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) >= 1

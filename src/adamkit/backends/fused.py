@@ -50,6 +50,7 @@ import threading
 from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from itertools import compress, repeat
 from operator import attrgetter, eq, is_, itemgetter
@@ -173,6 +174,8 @@ class Kernel:
         comes from (an argument, or the dynamic size) for direct calls."""
         from torch._inductor.compile_fx import compile_fx
 
+        if any(isinstance(value, Tensor) and value.is_cpu for value in inputs):
+            vector_isa_probes().join()  # before anything of inductor's reads their answers
         compiled = compile_fx(graph, inputs)
         placeholders = [node for node in graph.graph.nodes if node.op == "placeholder"]
         output = next(node for node in graph.graph.nodes if node.op == "output")
@@ -280,6 +283,8 @@ class Kernel:
         zeros = [t.new_zeros((rows, *t.shape[1:])).requires_grad_(t.requires_grad) for t in tensors]
         for tensor in zeros:
             torch._dynamo.mark_dynamic(tensor, 0)
+        if zeros[0].is_cpu:
+            vector_isa_probes()  # they run while dynamo traces and inductor is imported
         try:
             self.compiled(*zeros, *arguments[self.tensors :])
         except torch._dynamo.exc.FailOnRecompileLimitHit:
@@ -457,6 +462,52 @@ def machine() -> str:
     return digest.hexdigest()
 
 
+@cache
+def vector_isa_probes() -> threading.Thread:
+    """Inductor's checks of the CPU's vector instruction sets, started once per process in
+    the background at its first CPU compile: a caller joins the thread before inductor
+    reads their answers. Inductor compiles and loads a probe program for each set the CPU
+    reports (AVX2, AVX-512 and its extensions, AMX; about 10 s of CPU time here) one after
+    the other, and keeps each answer; run side by side (:func:`probe_vector_isas`) while
+    dynamo traces the update and inductor's modules load, its own checks then find them:
+    a first step with an empty cache took 16-18 s here, 12 s with the checks side by side
+    but before the trace."""
+    try:  # what the checks import, imported in this thread: an import in the background
+        # while the caller imports inductor's modules failed ("No module named ...")
+        import torch._inductor.codecache
+        import torch._inductor.cpp_builder
+        import torch._inductor.cpu_vec_isa
+        import torch.utils._filelock
+        import torch.utils.cpp_extension  # noqa: F401
+    except ImportError:  # another torch: inductor checks as it does
+        work = None
+    else:
+        work = probe_vector_isas
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def probe_vector_isas() -> None:
+    """Run inductor's checks of the vector instruction sets the CPU reports, each in a
+    thread of its own. Only a speed-up: where inductor's code differs, it checks as
+    before."""
+    try:
+        from torch._inductor import cpu_vec_isa
+
+        flags = cpu_vec_isa.x86_isa_checker()
+        sets = [
+            isa
+            for isa in cpu_vec_isa.supported_vec_isa_list
+            if all(flag in flags for flag in str(isa).split())
+        ]
+        if len(sets) > 1:
+            with ThreadPoolExecutor(len(sets)) as pool:
+                list(pool.map(bool, sets))
+    except Exception:  # another torch's inductor
+        return
+
+
 _DRIVERS: dict[int, Callable | None] = {}
 
 
@@ -474,6 +525,7 @@ def driver(count: int) -> Callable | None:
             return stored[0]
         from torch._inductor.codecache import CppPythonBindingsCodeCache
 
+        vector_isa_probes().join()
         arguments = ", ".join(f"row[{index}]" for index in range(count))
         source = (
             "#include <cstdint>\n"
