@@ -133,11 +133,15 @@ def step_group(
         update is None and rule.multi_tensor and grad_scale is None and not torch.is_grad_enabled()
     )
     batches: Batches = {}
-    alone: list[tuple[Tensor, Tensor, State, Scalars]] = []
     sums: list[Sums | None] = []
     scalars_of = shared_scalars(rule, group, options, entries)
     grads = list(map(GRAD, params))
     plain = batch and state_dtype is None and all_alike(params, grads, entries, state_names)
+    if plain and min(map(Tensor.numel, params)) >= CHUNK:
+        # each alone in its chunk: the update step_batches would run, on each in turn
+        for param, grad, state, scalars in zip(params, grads, entries, scalars_of, strict=True):
+            rule.update(param, -grad if maximize else grad, state, scalars, options)
+        return [None] * len(params)
     for param, grad, state, scalars in zip(params, grads, entries, scalars_of, strict=True):
         kept, work = {}, {}
         if not plain:
@@ -154,10 +158,6 @@ def step_group(
                 work = {n: unpack(state, n, n not in rule.nonnegative_states) for n in kept}
         tensors = [work[n] if n in work else state[n] for n in state_names]
         if plain or (batch and not work and alike(param, grad, tensors)):
-            if param.numel() >= CHUNK:  # alone in a chunk: apply_update's plain case
-                alone.append((param, grad, state, scalars))
-                sums.append(None)
-                continue
             if add_to_batch(batches, scalars, param, grad, tensors):
                 sums.append(None)
                 continue
@@ -170,10 +170,6 @@ def step_group(
         for name, value in work.items():  # the step count is read (a host sync) only here
             key = salt(int(state["step"]), name)
             pack(state, name, value, kept[name], name not in rule.nonnegative_states, key)
-    # the plain large params' updates run after every param's Python work is done: run
-    # between updates, each streaming megabytes through the caches, it ran slower
-    for param, grad, state, scalars in alone:
-        rule.update(param, -grad if maximize else grad, state, scalars, options)
     step_batches(rule, options, maximize, state_names, batches)
     return sums
 
@@ -198,13 +194,17 @@ def step_batches(
     rule: Rule, options: Any, maximize: bool, names: Sequence[str], batches: Batches
 ) -> None:
     """Step each batch in multi-tensor calls (:class:`TensorList` operands), a chunk of
-    params at a time (:func:`chunks`); a param alone in its chunk steps as a tensor."""
+    params at a time (:func:`chunks`), in the params' order; a param alone in its chunk
+    steps as a tensor. The members are :func:`alike`: the rule's update runs on them as
+    :func:`apply_update` would, without its checks (Python work between updates that each
+    stream megabytes through the caches runs slower)."""
     for scalars, members in batches.values():
         for chunk in chunks(members):
             if len(chunk) > 1:
                 chunk = [[TensorList(column) for column in zip(*chunk, strict=True)]]
             target, grad, *tensors = chunk[0]
-            apply_update(rule, options, maximize, target, grad, names, tensors, scalars, None)
+            state = dict(zip(names, tensors, strict=True))
+            rule.update(target, -grad if maximize else grad, state, scalars, options)
 
 
 def alike(target: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> bool:
