@@ -322,6 +322,37 @@ def test_large_params_join_the_pack_on_the_cpu(info):
     assert_close_to(fused, eager, torch.float32, info.name)
 
 
+def sharing_params(dtype):
+    """Small params of a pack, and params over one memory: a 300 k-element weight (ten of
+    the driver's rows), its tie made as another Parameter over the same tensor, and a param
+    viewing its second half."""
+    weight = torch.randn(300_000, generator=torch.Generator().manual_seed(7), dtype=dtype)
+    shared = [weight, weight.detach(), weight.detach()[150_000:]]
+    return [*small_params(dtype), *(torch.nn.Parameter(p) for p in shared)]
+
+
+@pytest.mark.parametrize("info", [pytest.param(info, id=info.name) for info in FUSABLE])
+def test_params_sharing_memory_step_one_after_the_other_as_on_eager(info):
+    """Params over one memory step one after the other on the eager backend, each reading
+    what the one before wrote; a pack would step them at once (the driver's rows on two
+    threads): the fused backend leaves them out of its pack and gives eager's numbers."""
+    generator = torch.Generator().manual_seed(8)
+    runs = []
+    for backend in ("eager", "fused"):
+        params = sharing_params(torch.float32)
+        optimizer = info.cls(params, backend=backend)
+        for _ in range(4):
+            for param in params:
+                param.grad = torch.randn(param.shape, generator=generator)
+            optimizer.step()
+        runs.append([{"param": p.detach(), **optimizer.state[p]} for p in params])
+        generator = torch.Generator().manual_seed(8)
+    if info.cls.rule.multi_tensor:
+        (_, _, pack), *_ = optimizer._runner.packs.values()
+        assert not {id(p) for p in params[-3:]} & {id(p) for p in pack.members}
+    assert_close_to(runs[1], runs[0], torch.float32, info.name)
+
+
 @pytest.mark.parametrize("cls", [adamkit.AdamW, adamkit.NAdam])
 def test_a_pack_resumes_bit_for_bit(cls, tmp_path):
     """6 steps of a pack, or 3, torch.save and torch.load into a new optimizer, and 3: the

@@ -720,6 +720,26 @@ class Counts:
         return scalars
 
 
+def overlapping(params: Sequence[Tensor]) -> set[int]:
+    """The ids of the contiguous ``params`` whose memory overlaps another's (tied weights
+    made as two Parameters over one tensor, a param viewing part of another): a pack steps
+    its members at once, the eager backend one after the other, each reading what the one
+    before wrote."""
+    spans = sorted(
+        (param.data_ptr(), param.data_ptr() + param.numel() * param.element_size(), id(param))
+        for param in params
+        if param.numel()
+    )
+    found: set[int] = set()
+    reach, reaching = -1, 0  # the furthest end so far, and whose
+    for start, end, key in spans:
+        if start < reach:
+            found.update((key, reaching))
+        if end > reach:
+            reach, reaching = end, key
+    return found
+
+
 class Pack:
     """A group's small params of one dtype and device that step together, in one call (on
     the CPU its large params too: the driver spreads each over the threads in rows of
@@ -798,12 +818,11 @@ class Pack:
         dtype, device = first.dtype, first.device
         if dtype.is_complex:
             return None
-        members, entries = [], []
+        members = []
         for param in offered:
             if type(param) not in PLAIN or param.dtype != dtype or param.device != device:
                 continue
-            state = states[param]
-            tensors = [state.get(name) for name in names]
+            tensors = [states[param].get(name) for name in names]
             if param.is_contiguous() and all(
                 type(t) in PLAIN
                 and t.dtype == dtype
@@ -813,7 +832,9 @@ class Pack:
                 for t in tensors
             ):
                 members.append(param)
-                entries.append(state)
+        alone = overlapping(members)  # the eager backend steps them one after the other
+        members = [param for param in members if id(param) not in alone]
+        entries = [states[param] for param in members]
         numbers = numbers_of(rule, group)
         kept = Counts.agreeing(entries, numbers) if len(members) >= least else []
         if len(kept) < least:
