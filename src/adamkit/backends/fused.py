@@ -283,12 +283,14 @@ class Kernel:
         zeros = [t.new_zeros((rows, *t.shape[1:])).requires_grad_(t.requires_grad) for t in tensors]
         for tensor in zeros:
             torch._dynamo.mark_dynamic(tensor, 0)
-        if zeros[0].is_cpu:
-            vector_isa_probes()  # they run while dynamo traces and inductor is imported
+        probes = vector_isa_probes() if zeros[0].is_cpu else None  # run while dynamo traces
         try:
             self.compiled(*zeros, *arguments[self.tensors :])
         except torch._dynamo.exc.FailOnRecompileLimitHit:
             pass
+        finally:  # joined in capture; here too where the compile failed before it
+            if probes is not None:
+                probes.join()
 
 
 # the size (elements, or rows of ND-Adam's vectors) a kernel for small or large params is
