@@ -194,10 +194,11 @@ def step_batches(
     rule: Rule, options: Any, maximize: bool, names: Sequence[str], batches: Batches
 ) -> None:
     """Step each batch in multi-tensor calls (:class:`TensorList` operands), a chunk of
-    params at a time (:func:`chunks`), in the params' order; a param alone in its chunk
-    steps as a tensor. The members are :func:`alike`: the rule's update runs on them as
-    :func:`apply_update` would, without its checks (Python work between updates that each
-    stream megabytes through the caches runs slower)."""
+    params at a time (:func:`chunks`), in the params' order within a batch (the params
+    that share numbers); a param alone in its chunk steps as a tensor. The members are
+    :func:`alike`: the rule's update runs on them as :func:`apply_update` would, without
+    its checks (Python work between updates that each stream megabytes through the caches
+    runs slower)."""
     for scalars, members in batches.values():
         for chunk in chunks(members):
             if len(chunk) > 1:

@@ -464,7 +464,10 @@ def machine() -> str:
     return digest.hexdigest()
 
 
-@cache
+_PROBES: list[threading.Thread] = []  # the one thread of vector_isa_probes, once started
+_PROBES_LOCK = threading.Lock()  # two threads' first compiles start one
+
+
 def vector_isa_probes() -> threading.Thread:
     """Inductor's checks of the CPU's vector instruction sets, started once per process in
     the background at its first CPU compile: a caller joins the thread before inductor
@@ -474,20 +477,22 @@ def vector_isa_probes() -> threading.Thread:
     dynamo traces the update and inductor's modules load, its own checks then find them:
     a first step with an empty cache took 16-18 s here, 12 s with the checks side by side
     but before the trace."""
-    try:  # what the checks import, imported in this thread: an import in the background
-        # while the caller imports inductor's modules failed ("No module named ...")
-        import torch._inductor.codecache
-        import torch._inductor.cpp_builder
-        import torch._inductor.cpu_vec_isa
-        import torch.utils._filelock
-        import torch.utils.cpp_extension  # noqa: F401
-    except ImportError:  # another torch: inductor checks as it does
-        work = None
-    else:
-        work = probe_vector_isas
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    return thread
+    with _PROBES_LOCK:
+        if not _PROBES:
+            try:  # what the checks import, imported in this thread: an import in the
+                # background while the caller imported inductor's failed ("No module named")
+                import torch._inductor.codecache
+                import torch._inductor.cpp_builder
+                import torch._inductor.cpu_vec_isa
+                import torch.utils._filelock
+                import torch.utils.cpp_extension  # noqa: F401
+            except ImportError:  # another torch: inductor checks as it does
+                work = None
+            else:
+                work = probe_vector_isas
+            _PROBES.append(threading.Thread(target=work, daemon=True))
+            _PROBES[0].start()
+        return _PROBES[0]
 
 
 def probe_vector_isas() -> None:
