@@ -136,7 +136,8 @@ def step_group(
     sums: list[Sums | None] = []
     scalars_of = shared_scalars(rule, group, options, entries)
     grads = list(map(GRAD, params))
-    plain = batch and state_dtype is None and all_alike(params, grads, entries, state_names)
+    columns = state_columns(entries, state_names) if batch and state_dtype is None else None
+    plain = columns is not None and all_alike(params, grads, columns)
     if plain and min(map(Tensor.numel, params)) >= CHUNK:
         # each alone in its chunk: the update step_batches would run, on each in turn
         for param, grad, state, scalars in zip(params, grads, entries, scalars_of, strict=True):
@@ -212,38 +213,36 @@ def alike(target: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> bool:
     """Whether a param may step with others in one multi-tensor call: it and its state
     plain tensors (neither a DTensor nor complex: each its own operand, :func:`operand`),
     the state of its dtype (not one stepped in float32; the gradient's dtype and shape are
-    the param's, the optimizer checks them). Whatever else differs (a state's shape after
-    ``p.data = ...``) meets the same per-tensor op, and its error, inside the call."""
-    dtype = target.dtype
-    if dtype in LOW_PRECISION or dtype.is_complex or type(target) not in PLAIN:
-        return False
-    for tensor in tensors:
-        if tensor.dtype != dtype or type(tensor) not in PLAIN:
-            return False
-    return True
+    the param's, the optimizer checks them), the gradient dense. Whatever else differs (a
+    state's shape after ``p.data = ...``) meets the same per-tensor op, and its error,
+    inside the call."""
+    return all_alike([target], [grad], [[tensor] for tensor in tensors])
 
 
 def all_alike(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    entries: Sequence[State],
-    names: Sequence[str],
+    params: Sequence[Tensor], grads: Sequence[Tensor], columns: Sequence[Sequence[Tensor]]
 ) -> bool:
-    """:func:`alike` for every param, with its gradient dense and its state all made, checked
-    in C-level passes: a loop over the params in Python cost about 1 µs a param more."""
+    """:func:`alike` for many params at once (``columns``: each state tensor's column over
+    them), in C-level passes: a loop over the params in Python cost about 1 µs a param
+    more."""
     if not params or any(map(SPARSE, grads)):
         return False
     dtype = params[0].dtype
     if dtype in LOW_PRECISION or dtype.is_complex:
         return False
-    try:
-        columns = [params, *(list(map(itemgetter(name), entries)) for name in names)]
-    except KeyError:  # a state not made yet
-        return False
     return all(
         {*map(type, column)} <= PLAIN and all(map(is_, map(DTYPE, column), repeat(dtype)))
-        for column in columns
+        for column in (params, *columns)
     )
+
+
+def state_columns(entries: Sequence[State], names: Sequence[str]) -> list[list[Tensor]] | None:
+    """Each state tensor ``names`` of the params' states ``entries``, as a column over the
+    params; None where a state is not made yet."""
+    try:
+        return [list(map(itemgetter(name), entries)) for name in names]
+    except KeyError:
+        return None
 
 
 def chunks(members: list[list[Tensor]]) -> list[list[list[Tensor]]]:

@@ -60,8 +60,11 @@ import torch
 from torch import Tensor
 
 from adamkit.backends.eager import (
+    DTYPE,
+    GRAD,
     LOW_PRECISION,
     PLAIN,
+    SHAPE,
     Batches,
     States,
     add_to_batch,
@@ -859,9 +862,9 @@ class Pack:
         members = self.members
         if (
             list(map(Tensor.data_ptr, members)) != self.where
-            or not all(map(eq, map(attrgetter("shape"), members), self.shapes))
+            or not all(map(eq, map(SHAPE, members), self.shapes))
             or not all(map(Tensor.is_contiguous, members))
-            or {*map(attrgetter("dtype"), members)} != {self.dtype}
+            or {*map(DTYPE, members)} != {self.dtype}
             or not all(map(is_, map(states.__getitem__, members), self.states))
         ):
             return False
@@ -873,7 +876,7 @@ class Pack:
         (:meth:`step_in_place`); otherwise over the buffers, the params and gradients
         copied in and the params copied back."""
         members = self.members
-        grads = list(map(attrgetter("grad"), members))
+        grads = list(map(GRAD, members))
         self.counts.advance()
         tensors = [self.buffers[name] for name in self.names]
         kernel = None if self.dtype in LOW_PRECISION else rule.torch_kernel(group, options)
