@@ -84,3 +84,31 @@ def test_grad_scale_on_a_0_dim_bfloat16_param(backend):
     optimizer.grad_scale = torch.tensor(2.0)
     optimizer.step()
     assert param.dtype == torch.bfloat16 and param.item() == pytest.approx(0.9, abs=1e-2)
+
+
+def test_a_new_scale_tensor_at_each_step_is_read_by_a_pack():
+    """A scale handed as another tensor at each step (a new GradScaler, another script's):
+    the fused backend's pack (many small params stepped in one call, whose table of
+    pointers lives across steps) divides by each, as eager does."""
+    from adamkit.backends import fused
+
+    generator = torch.Generator().manual_seed(2)
+    start = [torch.randn(5, generator=generator) for _ in range(fused.PACKED + 2)]
+    sides = []
+    for backend in ("eager", "fused"):
+        params = [tensor.clone().requires_grad_() for tensor in start]
+        sides.append((params, adamkit.Adam(params, lr=0.1, backend=backend)))
+    scales = []  # each alive to the end: a stale pointer would read a live, other value
+    for scale in (2.0, 8.0, 0.5, 4.0):
+        grads = [torch.randn(5, generator=generator) for _ in start]
+        scales.append(torch.tensor(scale))
+        for params, optimizer in sides:
+            for param, grad in zip(params, grads, strict=True):
+                param.grad = grad * scale
+            optimizer.grad_scale = scales[-1]
+            optimizer.step()
+        (eager, _), (ours, optimizer) = sides
+        for a, b in zip(ours, eager, strict=True):
+            assert torch.linalg.vector_norm(a - b) <= 1e-6 * torch.linalg.vector_norm(b)
+    (_, _, pack), *_ = optimizer._runner.packs.values()
+    assert pack.table is not None, "the params did not step as a pack, where they lie"

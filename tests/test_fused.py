@@ -218,10 +218,18 @@ def pack_steps(optimizer, params):
     otherwise reads them where they lie), in-place edits of
     one param's state and a reset of its step (before step 6), a param's storage replaced
     (``p.data = ...``, before step 7), a state tensor's storage (and a step count's)
-    replaced in place (before step 8), a state_dict round trip (before step 9). Each
-    replacement holds other values, which the step must read."""
+    replaced in place (before step 8), a state_dict round trip (before step 9), and a
+    param's whole state dict replaced by a new one (before step 3). Each replacement holds
+    other values, which the step must read."""
     generator = torch.Generator().manual_seed(5)
     for step in range(1, 10):
+        if step == 3:
+            optimizer.state[params[5]] = {
+                name: (value * 0.5 if value.dim() else value + 1)
+                if isinstance(value, torch.Tensor)
+                else value
+                for name, value in optimizer.state[params[5]].items()
+            }
         if step == 6:
             for name, value in optimizer.state[params[2]].items():
                 if isinstance(value, torch.Tensor):

@@ -50,9 +50,9 @@ def is_dtensor(value: Any) -> bool:
 def any_dtensor(values: Sequence[Any]) -> bool:
     """Whether any of ``values`` is a DTensor (:func:`is_dtensor`)."""
     module = sys.modules.get("torch.distributed.tensor")
-    if module is None:
+    if module is None or {*map(type, values)} <= PLAIN:
         return False
-    return any(type(v) not in PLAIN and isinstance(v, module.DTensor) for v in values)
+    return any(isinstance(v, module.DTensor) for v in values)
 
 
 def operand(tensor: Tensor) -> Tensor:

@@ -522,11 +522,14 @@ _DRIVERS: dict[int, Callable | None] = {}
 
 
 def driver(count: int) -> Callable | None:
-    """A C function ``(table, rows, loop)`` that calls the C loop at address ``loop`` once
-    per row of ``table`` (an int64 tensor of ``rows`` × ``count``: each row the loop's
-    ``count`` arguments, data pointers and sizes), the rows spread over the threads: one
-    call from Python steps every param of a pack where it lies. Compiled once per
-    ``count`` by inductor's C++ toolchain; None where that fails."""
+    """A C function ``(table, rows, loop, grads, column)`` that calls the C loop at address
+    ``loop`` once per row of ``table`` (an int64 tensor of ``rows`` × ``count + 1``: each row
+    the loop's ``count`` arguments, data pointers and sizes, then the index of the row's
+    gradient in ``grads``, an address of int64 data pointers; the row's argument ``column``
+    holds the row's offset into that gradient), the rows spread over the threads: one call
+    from Python steps every param of a pack where it lies, and a step changes nothing in
+    the table (only the gradients are new). Compiled once per ``count`` by inductor's C++
+    toolchain; None where that fails."""
     name = f"driver{count}-{environment()}"
     if count not in _DRIVERS:
         stored = stored_loop(name)
@@ -540,18 +543,23 @@ def driver(count: int) -> Callable | None:
         source = (
             "#include <cstdint>\n"
             f"typedef void (*loop_t)({', '.join(['int64_t'] * count)});\n"
-            'extern "C" void kernel(const int64_t* table, int64_t rows, int64_t loop) {\n'
+            'extern "C" void kernel(const int64_t* table, int64_t rows, int64_t loop,\n'
+            "                       int64_t grads, int64_t column) {\n"
             "  const auto call = reinterpret_cast<loop_t>(loop);\n"
+            "  const auto grad = reinterpret_cast<const int64_t*>(grads);\n"
             "  #pragma omp parallel for schedule(dynamic, 8)\n"
             "  for (int64_t r = 0; r < rows; ++r) {\n"
-            f"    const int64_t* row = table + r * {count};\n"
+            f"    int64_t row[{count}];\n"
+            f"    const int64_t* from = table + r * {count + 1};\n"
+            f"    for (int64_t c = 0; c < {count}; ++c) row[c] = from[c];\n"
+            f"    row[column] += grad[from[{count}]];\n"
             f"    call({arguments});\n"
             "  }\n"
             "}\n"
         )
         try:
             _DRIVERS[count] = CppPythonBindingsCodeCache.load_pybinding(
-                ["const int64_t*", "int64_t", "int64_t"], source
+                ["const int64_t*", "int64_t", "int64_t", "int64_t", "int64_t"], source
             )
         except Exception:  # no C++ toolchain, or another torch's API: the copies then
             _DRIVERS[count] = None
@@ -686,6 +694,8 @@ class Counts:
                 self.buffers[name] = torch.stack([state[name] for state in states])
                 self.views[name] = list(self.buffers[name].unbind())
         self.pointers = install(states, self.views)
+        # each buffer but its first value and but its last: equal where every value is
+        self.shifted = [(values[1:], values[:-1]) for values in self.buffers.values()]
 
     @staticmethod
     def agreeing(states: Sequence[State], numbers: Sequence[str]) -> list[int]:
@@ -715,7 +725,7 @@ class Counts:
             return False
         if not installed(states, self.views, self.pointers):
             return False
-        return all(bool((values == values[0]).all()) for values in self.buffers.values())
+        return all(torch.equal(*pair) for pair in self.shifted)  # one op each
 
     def advance(self) -> None:
         """Add 1 to every step count."""
@@ -797,8 +807,11 @@ class Pack:
                 self.pointers.update(install(states, {name: self.views[name]}))
         self.counts = Counts(states, numbers)
         self.where = [param.data_ptr() for param in members]  # where each param lies
-        # the C loop's table of arguments, one row per member (see step_in_place)
-        self.table: tuple[Kernel, Callable, CLoop, Tensor, Tensor, Tensor] | None = None
+        # the ids of the optimizer's state keys and values when the members' states were
+        # last found in it (see same_states)
+        self.seen: tuple[list[int], list[int]] | None = None
+        # the driver's table of the C loop's arguments, a row per ROW elements of a member
+        self.table: Rows | None = None
         # buffers of the params and gradients, for a step by copies (see step)
         self.copies: tuple[list[Tensor], Tensor, list[Tensor], Tensor, list[Tensor]] | None = None
 
@@ -865,10 +878,24 @@ class Pack:
             or not all(map(eq, map(SHAPE, members), self.shapes))
             or not all(map(Tensor.is_contiguous, members))
             or {*map(DTYPE, members)} != {self.dtype}
-            or not all(map(is_, map(states.__getitem__, members), self.states))
+            or not self.same_states(states)
         ):
             return False
         return installed(self.states, self.views, self.pointers) and self.counts.holds(self.states)
+
+    def same_states(self, states: States) -> bool:
+        """Whether ``states`` maps each member to the state dict the pack holds. Where the
+        ids of its keys and values are, in order, those of the last time it did, it still
+        does (members and their dicts are alive: no other object has their ids), which two
+        C-level passes tell; otherwise each member is looked up (a lookup hashes a tensor
+        in Python: ≈ 0.4 µs each, in the loop)."""
+        seen = (list(map(id, states)), list(map(id, states.values())))
+        if seen == self.seen:
+            return True
+        if not all(map(is_, map(states.get, self.members), self.states)):
+            return False
+        self.seen = seen
+        return True
 
     def step(self, rule: Rule, group: Group, options: Any, grad_scale: Tensor | None) -> None:
         """One step of the members (with gradients), as the eager backend steps them: on the
@@ -879,7 +906,6 @@ class Pack:
         grads = list(map(GRAD, members))
         self.counts.advance()
         tensors = [self.buffers[name] for name in self.names]
-        kernel = None if self.dtype in LOW_PRECISION else rule.torch_kernel(group, options)
         in_place = (  # what the C loop can read as it lies: plain CPU memory
             self.device.type == "cpu"
             and {*map(type, grads)} <= PLAIN
@@ -888,13 +914,16 @@ class Pack:
             and not any(map(Tensor.is_neg, grads))
             and (grad_scale is None or grad_scale.is_cpu)
         )
-        numbers = None
-        if in_place or kernel is None:
-            numbers = kernel_numbers(self.counts.scalars(rule, group, options), self.device)
-        if in_place and self.step_in_place(rule, group, options, grads, numbers, grad_scale):
-            # the loop wrote params and state where autograd does not see it
-            torch.autograd.graph.increment_version([*members, *tensors])
-            return
+        scalars = None
+        if in_place:
+            scalars = self.counts.scalars(rule, group, options)
+            if self.step_in_place(rule, group, options, grads, scalars, grad_scale):
+                # the loop wrote params and state where autograd does not see it
+                torch.autograd.graph.increment_version([*members, *tensors])
+                return
+        kernel = None if self.dtype in LOW_PRECISION else rule.torch_kernel(group, options)
+        if kernel is None and scalars is None:
+            scalars = self.counts.scalars(rule, group, options)
         if self.copies is None:
             self.copies = (
                 [param.view(-1) for param in members],
@@ -910,6 +939,7 @@ class Pack:
         else:
             stacked = [param, grad, *tensors]
             form = rule.fused_form(param, options)
+            numbers = kernel_numbers(scalars, self.device)
             compiled = kernel_for(
                 rule, form, bool(group["maximize"]), stacked, self.names, numbers, grad_scale
             )
@@ -927,54 +957,119 @@ class Pack:
         group: Group,
         options: Any,
         grads: list[Tensor],
-        numbers: dict[str, Any],
+        scalars: Scalars,
         grad_scale: Tensor | None,
     ) -> bool:
         """The step as one call of :func:`driver`: the C loop of the compiled update (the
         kernel for small params) on each member's param, gradient (contiguous) and state
         where they lie, the members spread over the threads. Where the members lie and the
-        state's views lie is what :meth:`holds` checked; only the gradients' data pointers
-        and the numbers are new at each step. False, with nothing done, where there is no
-        C loop to call."""
+        state's views lie is what :meth:`holds` checked; only the gradients and the numbers
+        are new at each step. False, with nothing done, where there is no C loop to call."""
         first = [self.members[0], grads[0], *(self.views[name][0] for name in self.names)]
         form = rule.fused_form(first[0], options)
         maximize = bool(group["maximize"])
         kernel = kernel_for(
-            rule, form, maximize, first, self.names, numbers, grad_scale, large=False
+            rule, form, maximize, first, self.names, scalars, grad_scale, large=False
         )
-        inputs = kernel.inputs(numbers, grad_scale)
-        if self.table is None or self.table[0] is not kernel:
-            loop = kernel.c_loop(first, inputs)
-            run = loop and driver(len(loop[1]))
-            if not loop or run is None:
-                return False
-            # a row per ROW elements of a member (a large one spreads over the threads),
-            # its pointers moved to the row's first element
-            rows = [
-                (member, start, min(ROW, size - start))
-                for member, size in enumerate(self.sizes)
-                for start in range(0, max(size, 1), ROW)
-            ]
-            owners = torch.tensor([row[0] for row in rows])
-            moved = torch.tensor([row[1] for row in rows]) * first[0].element_size()
+        if self.table is None or self.table.kernel is not kernel:
             fixed = {0: self.where, **{2 + i: self.pointers[n] for i, n in enumerate(self.names)}}
-            table = torch.zeros(len(rows), len(loop[1]), dtype=torch.int64)
-            for column, index in enumerate(loop[1]):
-                if index == -1:
-                    table[:, column] = torch.tensor([row[2] for row in rows])
-                elif index in fixed:
-                    table[:, column] = torch.tensor(fixed[index])[owners] + moved
-            self.table = (kernel, run, loop, table, owners, moved)
-        _, run, (address, order), table, owners, moved = self.table
-        pointers = torch.frombuffer(array("q", map(Tensor.data_ptr, grads)), dtype=torch.int64)
-        pointers = pointers[owners] + moved
-        for column, index in enumerate(order):
-            if index == 1:
-                table[:, column] = pointers
-            elif index >= 2 + len(self.names):
-                table[:, column] = inputs[index - 2 - len(self.names)].data_ptr()
-        run(table, len(table), address)
+            self.table = Rows.build(kernel, first, self.sizes, fixed, scalars, grad_scale)
+            if self.table is None:
+                return False
+        self.table.step(grads, scalars, grad_scale)
         return True
+
+
+class Rows:
+    """A pack's table for :func:`driver`: a row per :data:`ROW` elements of a member (a
+    large one spreads over the threads), each the C loop's arguments moved to the row's
+    first element, the gradient's as the offset from its member's. The kernel's numbers
+    are 0-dim views of one buffer of the table's own, which each step rewrites: a step
+    changes nothing in the table (where the gradient scale is an input, but its column)
+    and runs no torch op, each of which costs 10-30 µs after a backward."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        run: Callable,
+        address: int,
+        table: Tensor,
+        column: int,
+        values: array,
+        scale_column: int | None,
+    ) -> None:
+        self.kernel, self.driver, self.address, self.table = kernel, run, address, table
+        self.column = column  # the gradient's column
+        self.values = values  # the numbers' buffer, in the order of kernel.tensor_numbers
+        self.scale_column = scale_column
+        self.scale_pointer = 0
+
+    @classmethod
+    def build(
+        cls,
+        kernel: Kernel,
+        first: list[Tensor],
+        sizes: list[int],
+        fixed: dict[int, list[int]],
+        scalars: Scalars,
+        grad_scale: Tensor | None,
+    ) -> Rows | None:
+        """The table of ``kernel`` for members of ``sizes`` whose tensors lie at ``fixed``
+        (an index into ``[param, gradient, *state]``: each member's data pointer); None where
+        there is no C loop or driver. ``first``: the first member's tensors, laid out as
+        every member's."""
+        names = kernel.tensor_numbers
+        values = array("d", [0.0] * max(1, len(names)))
+        views = torch.frombuffer(values, dtype=torch.float64).unbind()
+        inputs = kernel.inputs(dict(zip(names, views, strict=False)), grad_scale)
+        values[: len(names)] = array("d", map(scalars.__getitem__, names))
+        loop = kernel.c_loop(first, inputs)
+        run = loop and driver(len(loop[1]))
+        if not loop or run is None or 1 not in loop[1]:
+            return None
+        address, order = loop
+        element = first[0].element_size()
+        rows = [
+            (member, start, min(ROW, size - start))
+            for member, size in enumerate(sizes)
+            for start in range(0, max(size, 1), ROW)
+        ]
+        table = []
+        for member, start, length in rows:
+            row = []
+            for index in order:
+                if index == -1:
+                    row.append(length)
+                elif index == 1:
+                    row.append(start * element)
+                elif index in fixed:
+                    row.append(fixed[index][member] + start * element)
+                else:
+                    row.append(inputs[index - len(first)].data_ptr())
+            table.append([*row, member])
+        scaled = len(first) + len(inputs) - 1 if grad_scale is not None else None
+        return cls(
+            kernel,
+            run,
+            address,
+            torch.tensor(table, dtype=torch.int64),
+            order.index(1),
+            values,
+            order.index(scaled) if scaled in order else None,
+        )
+
+    def step(self, grads: list[Tensor], scalars: Scalars, grad_scale: Tensor | None) -> None:
+        """Run the C loop over every row, on the members' ``grads`` (contiguous, of the
+        members' shapes) with the step's numbers and gradient scale."""
+        names = self.kernel.tensor_numbers
+        self.values[: len(names)] = array("d", map(scalars.__getitem__, names))
+        if self.scale_column is not None and grad_scale.data_ptr() != self.scale_pointer:
+            self.scale_pointer = grad_scale.data_ptr()
+            self.table[:, self.scale_column] = self.scale_pointer
+        pointers = array("q", map(Tensor.data_ptr, grads))
+        self.driver(
+            self.table, len(self.table), self.address, pointers.buffer_info()[0], self.column
+        )
 
 
 class FusedBackend:
@@ -1166,6 +1261,8 @@ def step_torch_kernel(
     :meth:`Rule.torch_kernel`): its tensors of one dtype, contiguous or laid out alike, its
     missing state then created (rules with a kernel of torch's keep no scalar state but
     ``step``). Returns the params left to step."""
+    if not params:
+        return []
     kernel = rule.torch_kernel(group, options)
     if kernel is None or torch.is_grad_enabled():  # no kernel of torch's records autograd
         return list(params)
