@@ -10,8 +10,9 @@ of torch's for-loop, foreach and fused implementations where torch has the algor
 heavyball's and pytorch-optimizer's own implementations where they are installed (fed a new
 gradient per param at every step: heavyball sets them to None after a step), each also as a
 ratio to torch's fused AdamW measured just before the row; the roofline ratio
-(the bytes the algorithm must move per step over the machine's measured in-place streaming
-bandwidth, against the time the fused step takes); the memory a fused step allocates beyond
+(the bytes the algorithm must move per step over the machine's in-place streaming
+bandwidth, against the time the fused step takes, the two timed alternately: see
+``roofline``); the memory a fused step allocates beyond
 its persistent state; and the first fused step's time (compile included).
 
 adamkit's fused backend is measured with the same gradient tensors at every step, zeroed
@@ -130,6 +131,29 @@ def bandwidth(total: int, seconds: float) -> float:
     return throughput(lambda: a.add_(b), total, seconds) * 12
 
 
+def roofline(step: Callable[[], None], total: int, moved: int, rounds: int = 15) -> float:
+    """The fraction of its roofline ``step`` reaches: ``moved`` bytes per param at the
+    in-place streaming bandwidth (:func:`bandwidth`'s a ← a + b, 12 bytes an element),
+    against the step's time. The stream and the step are timed one after the other, round
+    by round, and each at its best over the rounds: the machine's bandwidth drifts by tens
+    of percent within minutes (a stream timed apart from the step carried that into the
+    ratio: 0.85-1.04 for one AMSGrad step within an hour here), and what other work on the
+    machine does only adds time, to either."""
+    a, b = torch.randn(total, device=DEVICE), torch.randn(total, device=DEVICE)
+
+    def seconds(call: Callable[[], None]) -> float:
+        synchronize()
+        start = time.perf_counter()
+        call()
+        synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(2):
+        seconds(step), seconds(lambda: a.add_(b))
+    times = [(seconds(lambda: a.add_(b)), seconds(step)) for _ in range(rounds)]
+    return moved / 12 * min(t[0] for t in times) / min(t[1] for t in times)
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence the profiler's own prints (written by C++ to the process's stdout/stderr)."""
@@ -191,10 +215,10 @@ def fused_step(cls, kwargs, params, fresh_grads: bool, **options) -> Callable[[]
 
 
 def run(total: int, count: int, seconds: float, others: bool, only: set[str]) -> None:
-    """One table. torch's fused AdamW (the ratios' base) and the streaming bandwidth (the
-    roofline's) are measured again for each row, just before it: the machine's throughput
-    drifts by tens of percent within a run, and a ratio to a number measured minutes
-    earlier would carry that drift."""
+    """One table. torch's fused AdamW (the ratios' base) and the streaming bandwidth are
+    measured again for each row, just before it (the roofline's stream, alternately with
+    the step: :func:`roofline`): the machine's throughput drifts by tens of percent within
+    a run, and a ratio to a number measured minutes earlier would carry that drift."""
     print(f"\n{total / 1e6:g} M fp32 params in {count} tensors")
     header = (
         "algorithm",
@@ -254,12 +278,12 @@ def run(total: int, count: int, seconds: float, others: bool, only: set[str]) ->
                 optimizer.step()
 
             cells.append(throughput(step, total, seconds))
-        roofline = fused * 4 * (3 + 2 * states) / stream
+        ratio = roofline(step, total, 4 * (3 + 2 * states))
         text = [f"{c:.3f} ({c / base:.2f}×)" if c is not None else "—" for c in cells]
         print(
             f"| {name} | {base:.3f} | {stream:.1f} | "
             + " | ".join(text)
-            + f" | {roofline:.2f} | {extra:.1f} | {first:.1f} |"
+            + f" | {ratio:.2f} | {extra:.1f} | {first:.1f} |"
         )
 
 
