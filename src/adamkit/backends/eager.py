@@ -138,10 +138,16 @@ def step_group(
     grads = list(map(GRAD, params))
     columns = state_columns(entries, state_names) if batch and state_dtype is None else None
     plain = columns is not None and all_alike(params, grads, columns)
-    if plain and min(map(Tensor.numel, params)) >= CHUNK:
-        # each alone in its chunk: the update step_batches would run, on each in turn
-        for param, grad, state, scalars in zip(params, grads, entries, scalars_of, strict=True):
-            rule.update(param, -grad if maximize else grad, state, scalars, options)
+    scalars = scalars_of[0] if scalars_of else None
+    if (
+        plain
+        and all(map(is_, scalars_of, repeat(scalars)))
+        and not any(isinstance(value, Tensor) for value in scalars.values())
+        and (all(map(attrgetter("is_cpu"), params)) or len({p.device for p in params}) == 1)
+    ):
+        # one batch of every param (add_to_batch's, made in C-level passes)
+        members = list(map(list, zip(params, grads, *columns, strict=True)))
+        step_batches(rule, options, maximize, state_names, {0: (scalars, members)})
         return [None] * len(params)
     for param, grad, state, scalars in zip(params, grads, entries, scalars_of, strict=True):
         kept, work = {}, {}
