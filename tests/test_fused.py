@@ -246,8 +246,8 @@ def pack_steps(optimizer, params):
             noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
             if step == 5 and param.dim() == 2:
                 noise = noise.t().contiguous().t()  # the same values, column-major
-            if step == 6 and param.dim() == 1 and index:  # (params[0], a step behind since
-                # step 4, steps alone: by torch's kernel for Adam, which refuses such views)
+            if step == 6 and param.dim() == 1:  # (params[0], a step behind since step 4,
+                # steps alone: not by torch's kernel for Adam, which refuses such views)
                 noise = torch._neg_view(noise.neg())  # the same values, negated lazily
             param.grad = None if (index == 0 and step == 4) else noise
         optimizer.step()

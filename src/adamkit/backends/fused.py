@@ -1344,9 +1344,13 @@ def torch_layout(param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list
     (as 1-D views in memory order) laid out alike; None otherwise, and for bfloat16 and
     float16: torch's kernels round the state before the param's update reads it, where
     adamkit's backends round each tensor once at the end (an Adagrad step of a bfloat16
-    model differed by 0.8 % of a weight's norm)."""
+    model differed by 0.8 % of a weight's norm). A gradient on another device or negated
+    lazily (a view with the negative bit, which torch's kernels refuse) steps as on the
+    eager backend, as :func:`stack` has it."""
     dtype = param.dtype
     if dtype in LOW_PRECISION or grad.is_sparse:  # sparse: the eager backend's sparse form
+        return None
+    if grad.is_neg() or grad.device != param.device:
         return None
     for tensor in tensors:
         if tensor.dtype != dtype:
