@@ -685,6 +685,20 @@ def test_an_invalid_beta_edited_into_a_group_raises_as_on_eager():
     assert outcomes[0] is not None and outcomes == [outcomes[0]] * 2
 
 
+def test_an_invalid_beta_set_in_place_raises_as_on_eager():
+    """8, in place: β2 a tensor of the group's betas, set to 1.5 in place between steps
+    (the group's values are the same objects as at the step before): the same error on
+    both backends."""
+    sides = twins(adamkit.Adam, vectors, lr=0.01, betas=(torch.tensor(0.9), torch.tensor(0.999)))
+    step_both(sides, gradients(sides[0][0], 0))
+
+    def before(_, optimizer):
+        optimizer.param_groups[0]["betas"][1].fill_(1.5)
+
+    outcomes = step_both(sides, gradients(sides[0][0], 1), before)
+    assert outcomes[0] is not None and outcomes == [outcomes[0]] * 2
+
+
 # ---------------------------------------------------------------- a second process
 
 SECOND_PROCESS = textwrap.dedent(
