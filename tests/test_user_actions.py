@@ -123,9 +123,10 @@ def codes_agree(expected: dict, value: dict, name: str, rule) -> None:
     signed = name not in rule.nonnegative_states
     error = relative_error(value[name + ABSMAX], expected[name + ABSMAX])
     assert error <= FUSED_TOLERANCE, (name, "absmax", error)
-    order = torch.argsort(dynamic_code(signed), stable=True)
-    rank = torch.empty(256, dtype=torch.long)
-    rank[order] = torch.arange(256)
+    # each code's rank among the code's distinct values: +0 and -0, two codes of one
+    # value, share one (a value going from -0 to the first negative code moves by one)
+    code = dynamic_code(signed)
+    rank = torch.searchsorted(torch.unique(code), code)
     moved = (rank[value[name].long()] - rank[expected[name].long()]).abs()
     assert moved.max().item() <= 1, (name, "codes moved by", moved.max().item())
     assert moved.bool().float().mean().item() <= 0.01, (name, "codes moved", moved.sum().item())
@@ -458,6 +459,22 @@ def test_codes_agree_takes_one_crossing_and_refuses_more():
     position = rank[reference["exp_avg"][top].long()].item()
     crossed["exp_avg"][top] = order[position - 1 if position else 1]  # a neighbour code
     codes_agree(reference, crossed, "exp_avg", rule)
+    # across zero: -0 and the first negative code are neighbours in value (+0 between them
+    # in the code's order is the same value); the second negative code is not
+    code = dynamic_code(True)
+    zero, negatives = code == 0, code[code < 0].unique()
+    negative_zero = torch.nonzero(zero & torch.signbit(code)).item()
+    at_zero = {**reference, "exp_avg": reference["exp_avg"].clone()}
+    at_zero["exp_avg"][0] = negative_zero
+    codes_agree(at_zero, {**at_zero, "exp_avg": at_zero["exp_avg"].clone()}, "exp_avg", rule)
+    for step, agree in ((1, True), (2, False)):
+        moved = at_zero["exp_avg"].clone()
+        moved[0] = torch.nonzero(code == negatives[-step]).item()
+        if agree:
+            codes_agree(at_zero, {**at_zero, "exp_avg": moved}, "exp_avg", rule)
+        else:
+            with pytest.raises(AssertionError):
+                codes_agree(at_zero, {**at_zero, "exp_avg": moved}, "exp_avg", rule)
     for broken in (
         {**reference, "exp_avg": reference["exp_avg"] + 2 * (reference["exp_avg"] < 100)},
         state(exp_avg * 1.02),  # every code a step or more away, and new block maxima
