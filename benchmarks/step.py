@@ -303,14 +303,12 @@ def run_precision(total: int, count: int, seconds: float, only: set[str]) -> Non
     for name, cls, kwargs, _, states in ALGORITHMS:
         if states < 2 or name == "ND-Adam" or (only and name not in only):
             continue
-        stream = bandwidth(total, seconds)
         cells, rooflines = [], []
         for precision, state_dtype in STATE_DTYPES.items():
             params = make_params(total, count)
             step = fused_step(cls, kwargs, params, fresh_grads=False, state_dtype=state_dtype)
             cells.append(throughput(step, total, seconds))
-            moved = 12 + states * STATE_BYTES[precision]
-            rooflines.append(cells[-1] * moved / stream)
+            rooflines.append(roofline(step, total, 12 + states * STATE_BYTES[precision]))
         text = [f"{c:.3f} ({c / cells[0]:.2f}×)" for c in cells]
         print(
             f"| {name} | " + " | ".join(text) + f" | {', '.join(f'{r:.2f}' for r in rooflines)} |"
