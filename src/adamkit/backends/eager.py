@@ -142,7 +142,7 @@ def step_group(
     if (
         plain
         and all(map(is_, scalars_of, repeat(scalars)))
-        and not any(isinstance(value, Tensor) for value in scalars.values())
+        and plain_numbers(scalars)
         and (all(map(attrgetter("is_cpu"), params)) or len({p.device for p in params}) == 1)
     ):
         # one batch of every param (add_to_batch's, made in C-level passes)
@@ -190,11 +190,16 @@ def add_to_batch(
     where = (id(scalars), target.dtype, target.device)
     batch = batches.get(where)
     if batch is None:  # the first param of these numbers: are they all plain?
-        if any(isinstance(value, Tensor) for value in scalars.values()):
+        if not plain_numbers(scalars):
             return False
         batch = batches[where] = (scalars, [])
     batch[1].append([target, grad, *tensors])
     return True
+
+
+def plain_numbers(scalars: Scalars) -> bool:
+    """Whether no number is a Tensor (a Tensor lr steps each param alone)."""
+    return not any(isinstance(value, Tensor) for value in scalars.values())
 
 
 def step_batches(

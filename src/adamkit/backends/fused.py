@@ -1344,13 +1344,12 @@ def torch_layout(param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list
     (as 1-D views in memory order) laid out alike; None otherwise, and for bfloat16 and
     float16: torch's kernels round the state before the param's update reads it, where
     adamkit's backends round each tensor once at the end (an Adagrad step of a bfloat16
-    model differed by 0.8 % of a weight's norm). A gradient on another device or negated
-    lazily (a view with the negative bit, which torch's kernels refuse) steps as on the
-    eager backend, as :func:`stack` has it."""
+    model differed by 0.8 % of a weight's norm), and where the gradient is not
+    :func:`readable` (torch's kernels refuse one negated lazily)."""
     dtype = param.dtype
     if dtype in LOW_PRECISION or grad.is_sparse:  # sparse: the eager backend's sparse form
         return None
-    if grad.is_neg() or grad.device != param.device:
+    if not readable(param, grad):
         return None
     for tensor in tensors:
         if tensor.dtype != dtype:
@@ -1366,6 +1365,13 @@ def torch_layout(param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list
     return None if stacked is None else [flat(tensor, 0) for tensor in stacked]
 
 
+def readable(param: Tensor, grad: Tensor) -> bool:
+    """Whether a kernel can read ``grad`` where it lies: on the param's device, and its
+    values not negated lazily (a view with the negative bit, whose memory holds the
+    values' negatives)."""
+    return not grad.is_neg() and grad.device == param.device
+
+
 def stack(form: Any, param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list | None:
     """``param``, ``grad`` and the state ``tensors`` where the kernel can step them as they
     lie: alike in shape and in memory order (contiguous, or dense with the same strides),
@@ -1373,10 +1379,9 @@ def stack(form: Any, param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> 
     (``form.width`` > 0) contiguous with the same rows (each state as (rows, its elements
     per row)). None otherwise (a state in another memory order or of another shape, a
     strided view): the param then steps as on the eager backend. The tensors are returned
-    as they are; :func:`flat` views them as the kernel's graph takes them. A gradient on
-    another device or whose values are negated lazily (a view with the negative bit) steps
-    as on the eager backend too: the C loop would read its memory as it lies."""
-    if form is None or grad.is_neg() or grad.device != param.device:
+    as they are; :func:`flat` views them as the kernel's graph takes them. A gradient that
+    is not :func:`readable` steps as on the eager backend too."""
+    if form is None or not readable(param, grad):
         return None
     every = [param, grad, *tensors]
     if form.width:
