@@ -8,9 +8,9 @@ backward that hands every param a fresh gradient tensor, and ``optimizer.step()`
 optimizer's share is the iteration's time minus that of the same iteration with no optimizer
 (gradients set to None by hand, the same forward and backward), so work an optimizer moves
 into ``zero_grad`` or backward is counted. Each row is timed interleaved with its
-references: the share is the median, over pairs of a bare iteration and the optimizer's
-timed one after the other, of their difference. Each row prints the ratio of the
-reference's share to ours: above 1 is faster than the reference.
+references, one iteration of each in turn: the share is the median, over pairs of a bare
+iteration and the optimizer's timed one after the other, of their difference. Each row
+prints the ratio of the reference's share to ours: above 1 is faster than the reference.
 
 References: torch's fused AdamW (the fastest torch step on the CPU), and torch's default
 construction of the same algorithm (``torch.optim.X(params)``: its for-loop on the CPU).
@@ -72,20 +72,19 @@ def timed(params, constants, optimizer) -> float:
     return time.perf_counter() - start
 
 
-def shares(params, constants, optimizers: dict, repeats: int, rounds: int) -> dict[str, float]:
+def shares(params, constants, optimizers: dict, pairs: int) -> dict[str, float]:
     """Median of each optimizer's time per iteration minus that of the bare iteration
-    timed just before it: each round runs ``repeats`` such pairs per optimizer, the
-    optimizers in turn, so that the machine's drift (tens of percent within minutes)
-    falls alike on an optimizer and its bare iteration, and alike on every optimizer."""
+    timed just before it: ``pairs`` times, one such pair per optimizer in turn, so that
+    the machine's drift (tens of percent within minutes) falls alike on an optimizer and
+    its bare iteration, and alike on every optimizer."""
     for optimizer in optimizers.values():
         for _ in range(3):  # warm-up: state created, kernels compiled
             iteration(params, constants, optimizer)
     samples: dict[str, list[float]] = {name: [] for name in optimizers}
-    for _ in range(rounds):
+    for _ in range(pairs):
         for name, optimizer in optimizers.items():
-            for _ in range(repeats):
-                bare = timed(params, constants, None)
-                samples[name].append(timed(params, constants, optimizer) - bare)
+            bare = timed(params, constants, None)
+            samples[name].append(timed(params, constants, optimizer) - bare)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -93,16 +92,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="20000000x200,1000000x1000,10000x10")
     parser.add_argument("--algorithms", default=",".join(name for name, *_ in ALGORITHMS))
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pairs", type=int, help="per optimizer (default: 25 to 250 by size)")
     arguments = parser.parse_args()
     wanted = arguments.algorithms.split(",")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("ratio = reference's share of the iteration / ours (above 1: faster)")
     for size in arguments.sizes.split(","):
         total, count = map(int, size.split("x"))
-        repeats = max(5, min(50, 20_000_000 // max(total, 1)))
-        rounds = f"{arguments.rounds} rounds of {repeats} pairs"
-        print(f"\n{total:,} params in {count} tensors ({rounds})")
+        pairs = arguments.pairs or max(25, min(250, 100_000_000 // max(total, 1)))
+        print(f"\n{total:,} params in {count} tensors ({pairs} pairs per optimizer)")
         print(f"{'algorithm':<14}{'share ms':>10}{'vs fused AdamW':>16}{'default vs default':>20}")
         params, constants = make_model(total, count)
         for name, ours, theirs in ALGORITHMS:
@@ -116,7 +114,7 @@ def main() -> None:
             }
             if default is not None:
                 optimizers["torch default"] = default(params)
-            result = shares(params, constants, optimizers, repeats, arguments.rounds)
+            result = shares(params, constants, optimizers, pairs)
             fused_ratio = result["torch fused AdamW"] / result["fused"]
             line = f"{name:<14}{result['fused'] * 1e3:>10.3f}{fused_ratio:>15.2f}x"
             if default is not None:

@@ -37,6 +37,21 @@ def gradient_script(
     return script
 
 
+def default_twin(torch_cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """torch's flags whose numbers adamkit's default (``backend="auto"``) gives for
+    ``torch_cls(params, **kwargs)``: ``fused=True`` where torch constructs and steps its
+    fused kernel for these options, none (its default) elsewhere."""
+    params = [param.requires_grad_() for param in make_params(torch.get_default_dtype())]
+    try:
+        optimizer = torch_cls(params, **kwargs, fused=True)
+        for param in params:
+            param.grad = torch.ones_like(param)
+        optimizer.step()
+    except (RuntimeError, TypeError, ValueError):
+        return {}
+    return {"fused": True}
+
+
 def multipliers(steps: int) -> list[float]:
     """A schedule multiplier η_t in [0.5, 1] that changes every step."""
     return [0.75 + 0.25 * math.cos(2 * math.pi * t / 50) for t in range(1, steps + 1)]

@@ -27,12 +27,14 @@ def lockstep_with_torch(ours, theirs, ours_params, torch_params, script, between
             assert torch.equal(a, b), t
 
 
+@pytest.mark.parametrize("flags", [{"foreach": False}, {}, {"fused": True}])
 @pytest.mark.parametrize("dampening", [0.0, 0.3])
-def test_sgd_momentum_turned_on_mid_training_matches_torch(dampening):
-    """torch starts the buffer at the gradient of the step that creates it."""
+def test_sgd_momentum_turned_on_mid_training_matches_torch(dampening, flags):
+    """torch starts the buffer at the gradient of the step that creates it: bitwise as
+    torch's for-loop (eager), and as its fused kernel (the default, and ``fused=True``)."""
     ours_params, torch_params = leaves(torch.float32), leaves(torch.float32)
-    ours = adamkit.SGD(ours_params, lr=0.1)
-    theirs = torch.optim.SGD(torch_params, lr=0.1, foreach=False)
+    ours = adamkit.SGD(ours_params, lr=0.1, **flags)
+    theirs = torch.optim.SGD(torch_params, lr=0.1, **(flags or {"fused": True}))
 
     def momentum_on_at_step_4(t, optimizer):
         if t == 4:
@@ -241,7 +243,7 @@ def test_many_params_in_one_call_step_as_each_alone(info, config, large_only, mo
     def history(batched: bool) -> list[list[torch.Tensor]]:
         monkeypatch.setattr(type(info.cls.rule), "multi_tensor", batched)
         params = [p.clone().requires_grad_() for p in base]
-        optimizer = info.cls(params, **config)
+        optimizer = info.cls(params, backend="eager", **config)
         grads = torch.Generator().manual_seed(1)
         for step in range(4):
             for index, p in enumerate(params):

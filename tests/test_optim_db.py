@@ -92,23 +92,29 @@ def assert_close(ours, theirs, tolerance):
 @pytest.mark.parametrize("name, kwargs", list(configurations()))
 def test_steps_as_torch_does(name, kwargs):
     """Params and state after each of 10 steps, with the same state keys, or the same
-    exception type. Every eager implementation gives bitwise the numbers of torch's
-    for-loop implementation of the same flags (``differentiable=True``: torch's
-    differentiable step, whose Adam, AdamW and NAdam compute their step sizes from Tensors,
-    float32 under the default dtype), and torch's own implementation of them within the
-    float64 tolerance (torch's foreach NAdam computes sqrt(v)/sqrt(c) for sqrt(v/c), ulps
-    off its for-loop; adamkit's ``foreach`` changes no number). ``fused=True``: within
-    the tolerance of torch's fused kernel."""
+    exception type. Where torch's flags ask for its unfused paths (``foreach`` given,
+    ``differentiable=True``), adamkit steps on the eager backend, which gives bitwise the
+    numbers of torch's for-loop implementation of the same flags (``differentiable=True``:
+    torch's differentiable step, whose Adam, AdamW and NAdam compute their step sizes from
+    Tensors, float32 under the default dtype), and torch's own implementation of them
+    within the float64 tolerance (torch's foreach NAdam computes sqrt(v)/sqrt(c) for
+    sqrt(v/c), ulps off its for-loop; adamkit's ``foreach`` changes no number). With no
+    flag (``backend="auto"``): bitwise the numbers of torch's fused kernel where torch has
+    one for the options, of its for-loop elsewhere. ``fused=True``: within the tolerance
+    of torch's fused kernel."""
     theirs = run(getattr(torch.optim, name), kwargs)
     ours = run(getattr(adamkit, name), kwargs)
     if isinstance(theirs, Exception):
         assert type(ours) is type(theirs), (theirs, ours)
         return
     assert not isinstance(ours, Exception), ours
-    if not kwargs.get("fused"):
-        plain = {k: v for k, v in kwargs.items() if k != "foreach"}
-        forloop = run(getattr(torch.optim, name), {**plain, "foreach": False})
-        assert_close(ours, forloop, None)
+    plain = {k: v for k, v in kwargs.items() if k != "foreach"}
+    if not {"foreach", "differentiable", "fused"} & set(kwargs):
+        fused = run(getattr(torch.optim, name), {**plain, "fused": True})
+        twin = run(getattr(torch.optim, name), {**plain, "foreach": False})
+        assert_close(ours, twin if isinstance(fused, Exception) else fused, None)
+    elif not kwargs.get("fused"):
+        assert_close(ours, run(getattr(torch.optim, name), {**plain, "foreach": False}), None)
     assert_close(ours, theirs, FUSED_TOLERANCE)
 
 

@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-from harness import gradient_script, leaves, run, snapshot
+from harness import default_twin, gradient_script, leaves, run, snapshot
 from registry import OPTIM_DB
 
 CASES = [
@@ -35,13 +35,20 @@ def native_state_names(make):
     return set(optimizer.state[params[0]]) | {"param"}
 
 
+@pytest.mark.parametrize("backend", ["eager", None], ids=["eager", "default"])
 @pytest.mark.parametrize("info, config, direction", CASES)
-def test_checkpoint_moves_between_torch_and_adamkit(info, config, direction):
+def test_checkpoint_moves_between_torch_and_adamkit(info, config, direction, backend):
+    """A checkpoint of either resumes in the other, bitwise as the saving one would go on:
+    the eager backend against torch's default, adamkit's default against torch's fused
+    kernel where torch has one for the options (:func:`default_twin`)."""
+    kwargs = info.torch_kwargs(config)
+    flags = {} if backend else default_twin(info.torch_cls, kwargs)
+
     def ours(params):
-        return info.cls(params, **config)
+        return info.cls(params, **config, **({"backend": backend} if backend else {}))
 
     def theirs(params):
-        return info.torch_cls(params, **info.torch_kwargs(config))
+        return info.torch_cls(params, **kwargs, **flags)
 
     first, second = (theirs, ours) if direction == "torch-to-adamkit" else (ours, theirs)
     script = gradient_script(30, torch.float32)
@@ -52,6 +59,9 @@ def test_checkpoint_moves_between_torch_and_adamkit(info, config, direction):
     resumed_params = [p.detach().clone().requires_grad_() for p in params]
     resumed = second(resumed_params)
     resumed.load_state_dict(through_disk(saving.state_dict()))
+    if second is theirs:  # torch's load takes the saved groups' flags (adamkit's fused=None)
+        for group in resumed.param_groups:
+            group.update(flags)
 
     uninterrupted_params = leaves(torch.float32)
     uninterrupted = first(uninterrupted_params)

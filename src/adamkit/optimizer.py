@@ -42,6 +42,11 @@ class RuleOptimizer(torch.optim.Optimizer):
     ``differentiable=True`` steps under autograd, so that gradients flow through the update
     (in place on params that are not leaves, as torch's; eager backend only); ``foreach``
     and ``capturable`` change no number (the eager loop serves both of torch's paths).
+
+    ``backend`` (docs/performance.md): ``"auto"`` where not given, torch's fused kernel
+    where torch has the update, the eager backend elsewhere; ``"eager"`` where torch's
+    flags ask for its unfused paths (``foreach`` given, ``fused=False`` or
+    ``differentiable=True``), whose numbers the eager backend gives bit for bit.
     """
 
     rule: ClassVar[Rule]
@@ -53,7 +58,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         params: Params,
         defaults: dict[str, Any],
         *,
-        backend: str = "eager",
+        backend: str | None = None,
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
         torch_flags: Mapping[str, Any] | None = None,
@@ -65,6 +70,9 @@ class RuleOptimizer(torch.optim.Optimizer):
             if flags.get("foreach"):
                 raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
             backend = "fused"
+        if backend is None:
+            unfused = flags.get("foreach") is not None or flags.get("fused") is False
+            backend = "eager" if unfused or flags.get("differentiable") else "auto"
         if flags.get("differentiable") and backend == "fused":
             raise RuntimeError("`fused` does not support `differentiable`")
         defaults = {**defaults, **flags, "state_dtype": state_dtype}

@@ -157,7 +157,7 @@ class Adagrad(RuleOptimizer):
             ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
             (block-wise dynamic quantization, Dettmers et al. 2022); see
             :mod:`adamkit.precision`.
-        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
+        backend: ``"auto"`` (default), ``"eager"`` or ``"fused"`` (see docs/performance.md).
 
     State: ``step``, ``sum``. Sparse gradients step as torch's (``eps_mode="outside"`` only).
     """
@@ -180,7 +180,7 @@ class Adagrad(RuleOptimizer):
         fused: bool | None = None,
         weight_decay_mode: str = "l2",
         eps_mode: str = "outside",
-        backend: str = "eager",
+        backend: str | None = None,
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
     ) -> None:

@@ -284,7 +284,7 @@ class Adam(RuleOptimizer):
             ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
             (block-wise dynamic quantization, Dettmers et al. 2022); see
             :mod:`adamkit.precision`.
-        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
+        backend: ``"auto"`` (default), ``"eager"`` or ``"fused"`` (see docs/performance.md).
     """
 
     rule = AdamRule()
@@ -310,7 +310,7 @@ class Adam(RuleOptimizer):
         eps_mode: str = "paper",
         amsgrad_max: str = "raw",
         eps_root: float = 0.0,
-        backend: str = "eager",
+        backend: str | None = None,
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
     ) -> None:

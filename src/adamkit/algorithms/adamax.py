@@ -101,7 +101,7 @@ class Adamax(RuleOptimizer):
             ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
             (block-wise dynamic quantization, Dettmers et al. 2022); see
             :mod:`adamkit.precision`.
-        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
+        backend: ``"auto"`` (default), ``"eager"`` or ``"fused"`` (see docs/performance.md).
 
     State: ``step``, ``exp_avg``, ``exp_inf``.
     """
@@ -123,7 +123,7 @@ class Adamax(RuleOptimizer):
         capturable: bool = False,
         eps_mode: str = "in_max",
         weight_decay_mode: str = "l2",
-        backend: str = "eager",
+        backend: str | None = None,
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
     ) -> None:

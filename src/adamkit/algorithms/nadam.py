@@ -148,7 +148,7 @@ class NAdam(RuleOptimizer):
             ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
             (block-wise dynamic quantization, Dettmers et al. 2022); see
             :mod:`adamkit.precision`.
-        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
+        backend: ``"auto"`` (default), ``"eager"`` or ``"fused"`` (see docs/performance.md).
 
     State: ``step``, ``mu_product`` (0-dim, :math:`\prod_{i\le t}\mu_i`), ``exp_avg``,
     ``exp_avg_sq``.
@@ -173,7 +173,7 @@ class NAdam(RuleOptimizer):
         differentiable: bool = False,
         weight_decay_mode: str | None = None,
         mu_schedule: str = "dozat",
-        backend: str = "eager",
+        backend: str | None = None,
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
     ) -> None:

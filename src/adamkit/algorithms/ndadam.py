@@ -216,7 +216,7 @@ class NDAdam(RuleOptimizer):
             ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
             (block-wise dynamic quantization, Dettmers et al. 2022); see
             :mod:`adamkit.precision`.
-        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md;
+        backend: ``"auto"`` (default), ``"eager"`` or ``"fused"`` (see docs/performance.md;
             fused, each param's update is one compiled kernel).
 
     State: ``step``, ``exp_avg`` and ``exp_avg_sq``; for a param made of vectors
@@ -237,7 +237,7 @@ class NDAdam(RuleOptimizer):
         weight_decay_mode: str = "l2",
         eps_mode: str = "efficient",
         vec_axes: VecAxes = None,
-        backend: str = "eager",
+        backend: str | None = None,
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
     ) -> None:

@@ -148,7 +148,7 @@ class RMSprop(RuleOptimizer):
             ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
             (block-wise dynamic quantization, Dettmers et al. 2022); see
             :mod:`adamkit.precision`.
-        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
+        backend: ``"auto"`` (default), ``"eager"`` or ``"fused"`` (see docs/performance.md).
 
     State: ``step``, ``square_avg``, ``grad_avg`` (centered), ``momentum_buffer`` (μ > 0).
     """
@@ -174,7 +174,7 @@ class RMSprop(RuleOptimizer):
         momentum_form: str = "torch",
         nesterov: bool = False,
         weight_decay_mode: str = "l2",
-        backend: str = "eager",
+        backend: str | None = None,
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
     ) -> None:

@@ -221,7 +221,7 @@ class SGD(RuleOptimizer):
             ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
             (block-wise dynamic quantization, Dettmers et al. 2022); see
             :mod:`adamkit.precision`.
-        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md).
+        backend: ``"auto"`` (default), ``"eager"`` or ``"fused"`` (see docs/performance.md).
 
     State: with momentum, ``momentum_buffer`` (b, v or m); ``step`` in the EMA form and
     with compact state only (torch's SGD keeps no step count).
@@ -246,7 +246,7 @@ class SGD(RuleOptimizer):
         momentum_form: str = "torch",
         bias_correction: bool = False,
         weight_decay_mode: str = "l2",
-        backend: str = "eager",
+        backend: str | None = None,
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
     ) -> None:

@@ -295,7 +295,7 @@ class SWATS(RuleOptimizer):
             ``torch.float32``, ``torch.bfloat16`` (rounded stochastically) or ``"8bit"``
             (block-wise dynamic quantization, Dettmers et al. 2022); see
             :mod:`adamkit.precision`.
-        backend: ``"eager"`` (default), ``"fused"`` or ``"auto"`` (see docs/performance.md;
+        backend: ``"auto"`` (default), ``"eager"`` or ``"fused"`` (see docs/performance.md;
             fused, each param's update is one call of the compiled kernel).
 
     State, per param: ``step``, ``exp_avg``, ``exp_avg_sq``, and the switch as plain
@@ -320,7 +320,7 @@ class SWATS(RuleOptimizer):
         switch_tolerance: float = 1e-9,
         switch_rtol: float | None = None,
         granularity: str = "group",
-        backend: str = "eager",
+        backend: str | None = None,
         skip_nonfinite: bool = False,
         state_dtype: StateDtype = None,
     ) -> None:

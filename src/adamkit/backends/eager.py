@@ -258,7 +258,11 @@ def state_columns(entries: Sequence[State], names: Sequence[str]) -> list[list[T
 
 def chunks(members: list[list[Tensor]]) -> list[list[list[Tensor]]]:
     """Consecutive members of at most CHUNK elements together (one larger alone): the
-    tensors of a chunk stay in the CPU's cache from one op of the update to the next."""
+    tensors of a chunk stay in the CPU's cache from one op of the update to the next. On a
+    GPU, all of them: each op is then one launch of torch's multi-tensor kernel over every
+    param, as torch's default (``foreach``) steps them there."""
+    if not members[0][0].is_cpu:
+        return [members]
     result: list[list[list[Tensor]]] = []
     size = 0
     for member in members:
