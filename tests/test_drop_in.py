@@ -54,11 +54,14 @@ def test_groups_hold_torchs_keys_with_torchs_values(name):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("flags", [{"foreach": True}, {"foreach": False}, {"capturable": True}])
-def test_foreach_and_capturable_give_the_default_numbers(name, flags):
+def test_foreach_and_capturable_change_no_number(name, flags):
+    """On the backend they select (``foreach``: the eager one), the numbers it gives
+    without them."""
     if "capturable" in flags and name in ("SGD", "Adagrad"):
         pytest.skip(f"torch's {name} takes no capturable")
     sides = []
-    for kwargs in ({}, flags):
+    backend = getattr(adamkit, name)(params(), **flags).backend
+    for kwargs in ({"backend": backend}, flags):
         model = params()
         optimizer = getattr(adamkit, name)(model, **kwargs)
         for step in range(3):
@@ -69,9 +72,15 @@ def test_foreach_and_capturable_give_the_default_numbers(name, flags):
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adam", "AdamW"])
-def test_fused_true_selects_the_fused_backend(name):
+def test_torchs_flags_select_the_backend(name):
+    """``fused=True``: fused; torch's unfused paths asked for: eager (their numbers, bit
+    for bit); none: auto (torch's fused kernel)."""
     assert getattr(adamkit, name)(params(), fused=True).backend == "fused"
-    assert getattr(adamkit, name)(params(), fused=False).backend == "eager"
+    for flags in ({"fused": False}, {"foreach": False}, {"foreach": True}):
+        assert getattr(adamkit, name)(params(), **flags).backend == "eager"
+    assert getattr(adamkit, name)(params(), differentiable=True).backend == "eager"
+    assert getattr(adamkit, name)(params()).backend == "auto"
+    assert getattr(adamkit, name)(params(), foreach=False, backend="auto").backend == "auto"
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adagrad", "Adam", "AdamW"])
