@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain, compress, repeat
 from numbers import Real
-from operator import eq, is_, is_not
+from operator import eq, is_, is_not, itemgetter
 from typing import Any, ClassVar
 
 import torch
@@ -387,7 +387,7 @@ class RuleOptimizer(torch.optim.Optimizer):
             # a value edited into the group since (β2 > 1) fails here on every backend; a
             # group of plain values is checked again only where one changed (≈ 10 µs)
             numbers = [item for item in group.items() if item[0] != "params"]
-            plain = all(immutable(value) for _, value in numbers)
+            plain = all(map(immutable, map(itemgetter(1), numbers)))
             if not plain or checked.get(index) != numbers:
                 try:
                     self._validate({**group, "params": ()})  # its numbers, not its params

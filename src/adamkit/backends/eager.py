@@ -261,12 +261,12 @@ def chunks(members: list[list[Tensor]]) -> list[list[list[Tensor]]]:
     tensors of a chunk stay in the CPU's cache from one op of the update to the next. On a
     GPU, all of them: each op is then one launch of torch's multi-tensor kernel over every
     param, as torch's default (``foreach``) steps them there."""
-    if not members[0][0].is_cpu:
+    sizes = list(map(Tensor.numel, map(itemgetter(0), members)))
+    if not members[0][0].is_cpu or sum(sizes) <= CHUNK:
         return [members]
     result: list[list[list[Tensor]]] = []
     size = 0
-    for member in members:
-        numel = member[0].numel()
+    for member, numel in zip(members, sizes, strict=True):
         if not result or size + numel > CHUNK:
             result.append([])
             size = 0
@@ -281,17 +281,11 @@ def start_step(
     """Create the rule's scalar state and each param's ``step`` in its state (``entries``,
     in the params' order) where missing and advance every step count by one (where the
     rule counts steps, :meth:`Rule.counts_steps`)."""
-    counts = rule.counts_steps(group)
-    if not counts and not rule.scalar_state_names:
-        return
-    steps = []
-    for param, state in zip(params, entries, strict=True):
-        step = step_count(state) if counts else None
-        for name in rule.scalar_state_names:
+    steps = list(map(step_count, entries)) if rule.counts_steps(group) else []
+    for name in rule.scalar_state_names:
+        for param, state in zip(params, entries, strict=True):
             if name not in state:
                 state[name] = rule.init_state(name, param, options)
-        if step is not None:
-            steps.append(step)
     advance(steps)
 
 
