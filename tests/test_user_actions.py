@@ -1,8 +1,8 @@
 """What training scripts do to a model and its optimizer, through every implementation
 (TESTING.md U1): a hypothesis state machine drives one random story of user actions through
-torch.optim, adamkit's eager and fused backends, and both with 8-bit state, and compares
-params and state after every step. Then a regression test for each way the fused backend
-of 9add328 was silently wrong (issue 16).
+torch.optim, adamkit's eager, fused and auto (the default) backends, and the first two with
+8-bit state, and compares params and state after every step. Then a regression test for
+each way the fused backend of 9add328 was silently wrong (issue 16).
 
 ``ADAMKIT_STORIES`` sets how many stories the state machine tells (CI: four, the same ones
 every run; a long run before a change to the fused backend is resolved:
@@ -143,7 +143,7 @@ class UserStory(RuleBasedStateMachine):
         torch.manual_seed(seed)
         base = Net().to(dtype)
         self.generator = torch.Generator().manual_seed(seed)
-        self.names = ["torch", "eager", "fused", "eager8", "fused8"]
+        self.names = ["torch", "eager", "fused", "auto", "eager8", "fused8"]
         self.models = {name: copy.deepcopy(base) for name in self.names}
         self.optimizers = {}
         for name, model in self.models.items():
@@ -152,7 +152,7 @@ class UserStory(RuleBasedStateMachine):
                     continue
                 self.optimizers[name] = theirs(model.parameters(), foreach=False, **kwargs)
             else:
-                backend = "fused" if name.startswith("fused") else "eager"
+                backend = name.removesuffix("8")
                 state_dtype = "8bit" if name.endswith("8") else None
                 self.optimizers[name] = ours(
                     model.parameters(), backend=backend, state_dtype=state_dtype, **kwargs
@@ -371,7 +371,11 @@ class UserStory(RuleBasedStateMachine):
         params = {
             name: list(model.parameters()) + model.extra for name, model in self.models.items()
         }
-        pairs = [("eager", "fused", 0.0), ("eager8", "fused8", COMPACT_TOLERANCE)]
+        pairs = [
+            ("eager", "fused", 0.0),
+            ("eager", "auto", 0.0),
+            ("eager8", "fused8", COMPACT_TOLERANCE),
+        ]
         if self.torch_follows:
             # a tensor lr: torch computes the step size in float32 tensors, adamkit in
             # Python floats
