@@ -104,7 +104,7 @@ def test_checkpoint_moves_between_cpu_and_cuda(info, tmp_path):
     config = info.sweep[min(1, len(info.sweep) - 1)]
     script = gradient_script(2 * STEPS, dtype)
     cpu_params = leaves(dtype)
-    cpu = info.cls(cpu_params, **config)
+    cpu = info.cls(cpu_params, backend="eager", **config)
     run(cpu, cpu_params, script[:STEPS])
     torch.save(
         {"params": [p.detach() for p in cpu_params], "opt": cpu.state_dict()}, tmp_path / "ckpt.pt"
