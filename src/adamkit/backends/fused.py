@@ -70,17 +70,21 @@ from adamkit.backends.eager import (
     add_to_batch,
     advance,
     alike,
+    all_alike,
     any_dtensor,
     apply_update,
     real_view,
     shared_scalars,
     start_step,
+    state_columns,
     step_batches,
     step_count,
 )
 from adamkit.backends.eager import step_group as eager_step_group
 from adamkit.precision import storage
 from adamkit.rule import FusedForm, Group, Rule, Scalars, State, Sums
+
+DEVICE = attrgetter("device")
 
 # params with fewer elements are small: they step as a pack (PACKED), or in the eager
 # backend's multi-tensor calls (an op ≈ 2 µs per tensor; a call of the compiled graph ≈ 25
@@ -1268,8 +1272,17 @@ def step_torch_kernel(
         return list(params)
     names = rule.state_names(options)
     counts = rule.counts_steps(group)
+    grads = list(map(GRAD, params))
+    entries = [states[param] for param in params]
+    columns = state_columns(entries, names)
+    if columns is not None and all_laid(params, grads, columns):  # the common case
+        steps = list(map(step_count, entries)) if counts else []
+        advance(steps)
+        kernel(list(params), grads, columns, steps, (), grad_scale)
+        torch.autograd.graph.increment_version(list(params))
+        return []
     rest = []
-    steps: list[Tensor] = []
+    steps = []
     lists: dict[tuple[Any, ...], list[list[Tensor]]] = {}
     for param in params:
         state = states[param]
@@ -1332,10 +1345,31 @@ class AutoBackend:
         rest = list(params)
         if grad_scale is None and not eager_only(group, params):
             rest = step_torch_kernel(rule, group, rule.options(group), params, states, None)
+        if not rest:
+            return [None] * len(params)
         sums: dict[int, Sums | None] = dict.fromkeys(map(id, params))
         for param, result in zip(rest, eager_step_group(rule, group, rest, states), strict=True):
             sums[id(param)] = result
         return [sums[id(param)] for param in params]
+
+
+def all_laid(
+    params: Sequence[Tensor], grads: Sequence[Tensor], columns: Sequence[Sequence[Tensor]]
+) -> bool:
+    """Whether every param steps by torch's kernel as it lies (:func:`torch_layout`'s first
+    case, for many params at once in C-level passes): plain tensors of one dtype, neither
+    bfloat16, float16 nor complex (:func:`all_alike`), on one device, each contiguous and
+    of its param's shape (``columns``: each state tensor's column over the params), and no
+    gradient negated lazily."""
+    if not all_alike(params, grads, columns) or any(map(Tensor.is_neg, grads)):
+        return False
+    device, shapes = params[0].device, list(map(SHAPE, params))
+    return all(
+        all(map(Tensor.is_contiguous, column))
+        and all(map(eq, map(SHAPE, column), shapes))
+        and all(map(eq, map(DEVICE, column), repeat(device)))
+        for column in (params, grads, *columns)
+    )
 
 
 def torch_layout(param: Tensor, grad: Tensor, tensors: Sequence[Tensor]) -> list | None:
