@@ -254,7 +254,9 @@ def run(total: int, count: int, seconds: float, others: bool, only: set[str]) ->
         extra = allocated_by(step) / 1e6
         fresh = fused_step(cls, kwargs, make_params(total, count, vectors), True)
         fresh = throughput(fresh, total, seconds)
-        eager = throughput(cls(make_params(total, count, vectors), **kwargs).step, total, seconds)
+        eager = throughput(
+            cls(make_params(total, count, vectors), backend="eager", **kwargs).step, total, seconds
+        )
         cells = [fused, fresh, eager]
         for variant in ({"foreach": False}, {"foreach": True}, {"fused": True}):
             if torch_cls is None or (
