@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import adamkit
+from adamkit.backends import fused as fused_backend
 from adamkit.backends.fused import FusedBackend
 
 from harness import gradient_script, leaves, multipliers, run, snapshot
@@ -474,8 +475,9 @@ def test_zero_grad_without_none_steps_as_eager_and_keeps_the_gradients():
 
 @pytest.mark.parametrize("cls", [adamkit.AdamW, adamkit.NAdam])
 def test_auto_uses_torchs_kernel_or_the_eager_backend_and_compiles_nothing(cls, monkeypatch):
-    """backend="auto": torch's fused kernel where torch has the update (AdamW), the eager
-    backend's numbers bit for bit elsewhere (NAdam); never a compile."""
+    """backend="auto" on a group of fewer than AUTO_FUSED elements: torch's fused kernel
+    where torch has the update (AdamW), the eager backend's numbers bit for bit elsewhere
+    (NAdam); never a compile."""
     calls = []
     original = torch._fused_adamw_
     monkeypatch.setattr(torch, "_fused_adamw_", lambda *a, **k: calls.append(original(*a, **k)))
@@ -502,6 +504,37 @@ def test_auto_uses_torchs_kernel_or_the_eager_backend_and_compiles_nothing(cls, 
             assert error <= TOLERANCE[torch.float32] * torch.linalg.vector_norm(p.double())
         else:
             assert torch.equal(q, p)
+
+
+@pytest.mark.parametrize("found", [True, False])
+def test_auto_steps_a_large_group_fused_where_torch_has_no_kernel(found, monkeypatch):
+    """backend="auto" on a CPU group of AUTO_FUSED elements or more whose update torch has
+    no kernel for (NAdam): the fused backend's numbers bit for bit, its first step compiling;
+    one element fewer, without a C++ compiler, or under autograd (differentiable=True): the
+    eager backend's, bit for bit, compiling nothing."""
+    monkeypatch.setattr(fused_backend, "compiler_found", lambda: found)
+    generator = torch.Generator().manual_seed(0)
+    threshold = fused_backend.AUTO_FUSED
+    large = [(10, threshold - 10), (10, threshold - 11)]
+    for sizes, flags in [(large[0], {}), (large[1], {}), (large[0], {"differentiable": True})]:
+        base = [torch.randn(size, generator=generator) for size in sizes]
+        sides = {}
+        for backend in ("eager", "fused", "auto"):
+            # (a differentiable step updates leaves that require grad in place: refused)
+            params = [p.clone().requires_grad_(not flags) for p in base]
+            extra = flags if backend != "fused" else {}
+            sides[backend] = (params, adamkit.NAdam(params, backend=backend, **extra))
+        for _ in range(2):
+            grads = [torch.randn(p.shape, generator=generator) for p in base]
+            for params, optimizer in sides.values():
+                for p, g in zip(params, grads, strict=True):
+                    p.grad = g.clone()
+                optimizer.step()
+        compiled = found and sizes == large[0] and not flags
+        twin = sides["fused" if compiled else "eager"][0]
+        assert not torch.equal(sides["eager"][0][1], sides["fused"][0][1])  # they tell apart
+        for p, q in zip(twin, sides["auto"][0], strict=True):
+            assert torch.equal(q, p), (sizes, flags, found)
 
 
 def random_feed(steps, seed, before=None):

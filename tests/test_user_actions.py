@@ -151,9 +151,12 @@ class UserStory(RuleBasedStateMachine):
     """One model per implementation, the same actions on each, compared after each step."""
 
     @initialize(
-        algorithm=st.sampled_from(ALGORITHMS), seed=st.integers(0, 2**16), packed=st.booleans()
+        algorithm=st.sampled_from(ALGORITHMS),
+        seed=st.integers(0, 2**16),
+        packed=st.booleans(),
+        large=st.booleans(),
     )
-    def build(self, algorithm, seed, packed=False):
+    def build(self, algorithm, seed, packed=False, large=False):
         ours, theirs, kwargs, dtype = algorithm
         torch.manual_seed(seed)
         base = Net().to(dtype)
@@ -176,6 +179,9 @@ class UserStory(RuleBasedStateMachine):
                     # the model's small params step as one tensor (a Pack), as the small
                     # params of a larger model do
                     self.optimizers[name]._runner = fused.FusedBackend(packed=2)
+                if large and name == "auto":
+                    # auto steps the model as a large one (fused where torch has no kernel)
+                    self.optimizers[name]._runner = fused.AutoBackend(fused_from=0)
         # torch leaves the story where adamkit documents another behaviour on purpose
         self.torch_follows = "torch" in self.optimizers
         self.failed: type | None = None

@@ -44,9 +44,11 @@ class RuleOptimizer(torch.optim.Optimizer):
     and ``capturable`` change no number (the eager loop serves both of torch's paths).
 
     ``backend`` (docs/performance.md): ``"auto"`` where not given, torch's fused kernel
-    where torch has the update, the eager backend elsewhere; ``"eager"`` where torch's
-    flags ask for its unfused paths (``foreach`` given, ``fused=False`` or
-    ``differentiable=True``), whose numbers the eager backend gives bit for bit.
+    where torch has the update, the fused backend for a CPU group of 2**20 param elements
+    or more whose update torch has no kernel for (compiled at its first step), the eager
+    backend elsewhere; ``"eager"`` where torch's flags ask for its unfused paths
+    (``foreach`` given, ``fused=False`` or ``differentiable=True``), whose numbers the eager
+    backend gives bit for bit.
     """
 
     rule: ClassVar[Rule]

@@ -44,6 +44,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -96,6 +97,12 @@ LARGE = 1 << 16
 # at least this many of them have gradients; fewer cost about as much in the multi-tensor
 # calls
 PACKED = 16
+# backend="auto" steps a CPU group of this many param elements or more on the fused backend
+# where torch has no kernel for its update: there the eager backend runs torch's for-loop
+# ops and only ties with it (RMSprop, NAdam, Adamax on 20 M params in 200 tensors:
+# 0.88-1.08x in the loop), while the compiled step, its first step's compile included,
+# pays within a few hundred steps (docs/performance.md)
+AUTO_FUSED = 1 << 20
 # a pack's driver steps its members in rows of at most this many elements, spread over the
 # threads (a multiple of every vector width: a row's elements round as the whole member's)
 ROW = 1 << 15
@@ -1331,8 +1338,15 @@ def eager_only(group: Group, params: Sequence[Tensor]) -> bool:
 
 class AutoBackend:
     """``backend="auto"``: torch's fused kernel where torch has the rule's update for the
-    group's options (:meth:`Rule.torch_kernel`), over the params it can take; the eager
-    backend for everything else. Never a compile."""
+    group's options (:meth:`Rule.torch_kernel`), over the params it can take; the fused
+    backend for a CPU group of :data:`AUTO_FUSED` param elements or more whose update torch
+    has no kernel for (where inductor finds a C++ compiler); the eager backend for
+    everything else."""
+
+    def __init__(self, fused_from: int = AUTO_FUSED) -> None:
+        """``fused_from``: how many param elements a group needs to step fused."""
+        self.fused_from = fused_from
+        self.fused = FusedBackend()
 
     def step_group(
         self,
@@ -1343,14 +1357,43 @@ class AutoBackend:
         grad_scale: Tensor | None = None,
     ) -> list[Sums | None]:
         rest = list(params)
-        if grad_scale is None and not eager_only(group, params):
-            rest = step_torch_kernel(rule, group, rule.options(group), params, states, None)
+        options = rule.options(group)
+        if not eager_only(group, params):
+            if rule.torch_kernel(group, options) is not None:
+                if grad_scale is None:
+                    rest = step_torch_kernel(rule, group, options, params, states, None)
+            elif self.pays(group):
+                return self.fused.step_group(rule, group, params, states, grad_scale)
         if not rest:
             return [None] * len(params)
         sums: dict[int, Sums | None] = dict.fromkeys(map(id, params))
         for param, result in zip(rest, eager_step_group(rule, group, rest, states), strict=True):
             sums[id(param)] = result
         return [sums[id(param)] for param in params]
+
+    def pays(self, group: Group) -> bool:
+        """Whether the group's update pays for its compile: on the CPU, without autograd,
+        its params (with a gradient or not: the choice stays) hold ``fused_from`` elements
+        or more."""
+        members = group["params"]
+        return (
+            not torch.is_grad_enabled()
+            and sum(map(Tensor.numel, members)) >= self.fused_from
+            and all(map(attrgetter("is_cpu"), members))
+            and compiler_found()
+        )
+
+
+@cache
+def compiler_found() -> bool:
+    """Whether inductor finds the C++ compiler a CPU kernel needs (without one, ``"auto"``
+    steps on the eager backend)."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return shutil.which(get_cpp_compiler()) is not None
+    except Exception:  # none found (inductor raises), or another torch's API
+        return False
 
 
 def all_laid(
