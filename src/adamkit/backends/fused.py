@@ -1356,16 +1356,18 @@ class AutoBackend:
         states: States,
         grad_scale: Tensor | None = None,
     ) -> list[Sums | None]:
-        rest = list(params)
-        options = rule.options(group)
+        rest = params
         if not eager_only(group, params):
-            if rule.torch_kernel(group, options) is not None:
-                if grad_scale is None:
-                    rest = step_torch_kernel(rule, group, options, params, states, None)
-            elif self.pays(group):
-                return self.fused.step_group(rule, group, params, states, grad_scale)
-        if not rest:
-            return [None] * len(params)
+            options = rule.options(group)
+            if rule.torch_kernel(group, options) is None:
+                if self.pays(group):
+                    return self.fused.step_group(rule, group, params, states, grad_scale)
+            elif grad_scale is None:
+                rest = step_torch_kernel(rule, group, options, params, states, None)
+                if not rest:
+                    return [None] * len(params)
+        if len(rest) == len(params):
+            return eager_step_group(rule, group, params, states, grad_scale)
         sums: dict[int, Sums | None] = dict.fromkeys(map(id, params))
         for param, result in zip(rest, eager_step_group(rule, group, rest, states), strict=True):
             sums[id(param)] = result
