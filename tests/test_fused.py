@@ -537,6 +537,19 @@ def test_auto_steps_a_large_group_fused_where_torch_has_no_kernel(found, monkeyp
             assert torch.equal(q, p), (sizes, flags, found)
 
 
+@pytest.mark.parametrize("platform", ["darwin", "freebsd14"])
+def test_auto_compiles_on_linux_only(platform, monkeypatch):
+    """Off Linux (a macOS compiler without OpenMP fails inductor's build; the fused backend
+    has run on Linux only), backend="auto" finds no compiler, and steps on eager (on a
+    faked FreeBSD inductor still finds g++: only adamkit's check refuses there)."""
+    monkeypatch.setattr(fused_backend.sys, "platform", platform)
+    fused_backend.compiler_found.cache_clear()
+    try:
+        assert not fused_backend.compiler_found()
+    finally:
+        fused_backend.compiler_found.cache_clear()
+
+
 def random_feed(steps, seed, before=None):
     """A ``feed`` for :func:`twin_runs`: new random gradients at each step, ``before(step,
     optimizer, tensors)`` called first; the snapshot at the end."""

@@ -1340,8 +1340,8 @@ class AutoBackend:
     """``backend="auto"``: torch's fused kernel where torch has the rule's update for the
     group's options (:meth:`Rule.torch_kernel`), over the params it can take; the fused
     backend for a CPU group of :data:`AUTO_FUSED` param elements or more whose update torch
-    has no kernel for (where inductor finds a C++ compiler); the eager backend for
-    everything else."""
+    has no kernel for (on Linux, where inductor finds a C++ compiler); the eager backend
+    for everything else."""
 
     def __init__(self, fused_from: int = AUTO_FUSED) -> None:
         """``fused_from``: how many param elements a group needs to step fused."""
@@ -1388,8 +1388,11 @@ class AutoBackend:
 
 @cache
 def compiler_found() -> bool:
-    """Whether inductor finds the C++ compiler a CPU kernel needs (without one, ``"auto"``
-    steps on the eager backend)."""
+    """Whether inductor finds the C++ compiler a CPU kernel needs, on Linux (elsewhere, as
+    without one, ``"auto"`` steps on the eager backend: a macOS compiler without OpenMP
+    fails inductor's build, and the fused backend has run on Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
 
