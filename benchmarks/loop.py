@@ -2,6 +2,7 @@
 
     python benchmarks/loop.py                 # 20 M params in 200 tensors, 1 M in 1 000, 10 k in 10
     python benchmarks/loop.py --sizes 1000x1000 --algorithms AdamW
+    python benchmarks/loop.py --blocks 6      # the cross-check: blocks of the loop itself
 
 Each iteration is ``optimizer.zero_grad()`` (torch's default, ``set_to_none=True``), a real
 backward that hands every param a fresh gradient tensor, and ``optimizer.step()``. The
@@ -88,11 +89,34 @@ def shares(params, constants, optimizers: dict, pairs: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def blocked_shares(params, constants, optimizers: dict, rounds: int) -> dict[str, float]:
+    """The same shares from blocks of the loop itself, a cross-check of :func:`shares`
+    (whose reading of a step depends on the iteration before it): in each of ``rounds``
+    rounds, each optimizer in turn, and the bare iteration, runs 18 iterations in a row,
+    the last 15 timed; an optimizer's share is the median over the rounds of its
+    iterations' median minus the bare iterations' median of the same round."""
+    kinds = {"bare": None, **optimizers}
+    samples: dict[str, list[float]] = {name: [] for name in optimizers}
+    for _ in range(rounds):
+        medians = {}
+        for name, optimizer in kinds.items():
+            for _ in range(3):
+                iteration(params, constants, optimizer)
+            times = [timed(params, constants, optimizer) for _ in range(15)]
+            medians[name] = statistics.median(times)
+        for name in optimizers:
+            samples[name].append(medians[name] - medians["bare"])
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="20000000x200,1000000x1000,10000x10")
     parser.add_argument("--algorithms", default=",".join(name for name, *_ in ALGORITHMS))
     parser.add_argument("--pairs", type=int, help="per optimizer (default: 25 to 250 by size)")
+    parser.add_argument(
+        "--blocks", type=int, metavar="ROUNDS", help="time blocks of the loop instead of pairs"
+    )
     arguments = parser.parse_args()
     wanted = arguments.algorithms.split(",")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -100,7 +124,8 @@ def main() -> None:
     for size in arguments.sizes.split(","):
         total, count = map(int, size.split("x"))
         pairs = arguments.pairs or max(25, min(250, 100_000_000 // max(total, 1)))
-        print(f"\n{total:,} params in {count} tensors ({pairs} pairs per optimizer)")
+        how = f"{arguments.blocks} rounds of blocks" if arguments.blocks else f"{pairs} pairs"
+        print(f"\n{total:,} params in {count} tensors ({how} per optimizer)")
         print(f"{'algorithm':<14}{'share ms':>10}{'vs fused AdamW':>16}{'default vs default':>20}")
         params, constants = make_model(total, count)
         for name, ours, theirs in ALGORITHMS:
@@ -114,7 +139,10 @@ def main() -> None:
             }
             if default is not None:
                 optimizers["torch default"] = default(params)
-            result = shares(params, constants, optimizers, pairs)
+            if arguments.blocks:
+                result = blocked_shares(params, constants, optimizers, arguments.blocks)
+            else:
+                result = shares(params, constants, optimizers, pairs)
             fused_ratio = result["torch fused AdamW"] / result["fused"]
             line = f"{name:<14}{result['fused'] * 1e3:>10.3f}{fused_ratio:>15.2f}x"
             if default is not None:
