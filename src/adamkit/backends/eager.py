@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from adamkit.backends.multi import TensorList, constant
+from adamkit.backends.multi import TensorList
 from adamkit.precision import pack, salt, storage, unpack
 from adamkit.rule import Group, Rule, Scalars, State, Sums, scalar_dtype
 
@@ -298,15 +298,10 @@ def step_count(state: dict[str, Any]) -> Tensor:
 
 
 def advance(steps: list[Tensor]) -> None:
-    """Add 1 to each 0-dim step count. On the CPU, by a list of 0-dim ones of their dtype:
-    3.4 times faster than adding the number 1, which the op wraps in a tensor per step (for
-    1 000 steps, 1.3 ms against 4.5 ms here); the same sums."""
-    if not steps:
-        return
-    if steps[0].is_cpu:
-        torch._foreach_add_(steps, [constant(1.0, steps[0].dtype)] * len(steps))
-    else:
-        torch._foreach_add_(steps, 1)
+    """Add 1 to each 0-dim step count, in one multi-tensor add (on the CPU in torch's list
+    form: for 1 000 steps, 1.3 ms against 4.5 ms adding the number 1)."""
+    if steps:
+        TensorList(steps).add_(1.0)
 
 
 NUMBER = object()  # marks a 0-dim tensor of state in shared_scalars
