@@ -531,8 +531,9 @@ def test_auto_steps_a_large_group_fused_where_torch_has_no_kernel(found, monkeyp
                     p.grad = g.clone()
                 optimizer.step()
         compiled = found and sizes == large[0] and not flags
+        # which backend stepped (their numbers may agree where inductor rounds as eager)
+        assert bool(sides["auto"][1]._runner.fused.counts) == compiled, (sizes, flags, found)
         twin = sides["fused" if compiled else "eager"][0]
-        assert not torch.equal(sides["eager"][0][1], sides["fused"][0][1])  # they tell apart
         for p, q in zip(twin, sides["auto"][0], strict=True):
             assert torch.equal(q, p), (sizes, flags, found)
 
