@@ -274,12 +274,12 @@ def run(total: int, count: int, seconds: float, others: bool, only: set[str]) ->
             params = make_params(total, count)
             optimizer, grads = other[0](params, **other[1]), [p.grad for p in params]
 
-            def step(optimizer=optimizer, params=params, grads=grads) -> None:
+            def other_step(optimizer=optimizer, params=params, grads=grads) -> None:
                 for param, grad in zip(params, grads, strict=True):
                     param.grad = grad
                 optimizer.step()
 
-            cells.append(throughput(step, total, seconds))
+            cells.append(throughput(other_step, total, seconds))
         ratio = roofline(step, total, 4 * (3 + 2 * states))
         text = [f"{c:.3f} ({c / base:.2f}×)" if c is not None else "—" for c in cells]
         print(

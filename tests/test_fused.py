@@ -551,6 +551,59 @@ def test_auto_compiles_on_linux_only(platform, monkeypatch):
         fused_backend.compiler_found.cache_clear()
 
 
+AUTO_WITH_A_BROKEN_COMPILER = textwrap.dedent(
+    """
+    import torch
+    import adamkit
+    from adamkit.backends import fused
+
+    assert fused.compiler_found()  # inductor finds the compiler: only its builds fail
+    generator = torch.Generator().manual_seed(0)
+    base = [torch.randn(size, generator=generator) for size in (10, fused.AUTO_FUSED - 10)]
+    sides = []
+    for backend in ("eager", "auto"):
+        params = [p.clone().requires_grad_() for p in base]
+        sides.append((params, adamkit.NAdam(params, backend=backend, weight_decay=0.1)))
+    for _ in range(2):
+        grads = [torch.randn(p.shape, generator=generator) for p in base]
+        for params, optimizer in sides:
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+    assert not sides[1][1]._runner.fused.counts  # nothing stepped on the fused backend
+    for p, q in zip(sides[0][0], sides[1][0]):
+        assert torch.equal(p, q)
+    print("eager")
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="auto compiles on Linux only")
+def test_auto_steps_eager_where_the_compiler_cannot_build(tmp_path):
+    """Where inductor finds a C++ compiler that cannot build what it compiles (a g++ without
+    Python's headers, as on a machine without python3-dev), backend="auto" steps a large
+    group needing a compile on the eager backend, to its bits, from the first step on:
+    it raised there before (the compile failed inside the first step)."""
+    compiler = tmp_path / "g++"
+    compiler.write_text(  # answers inductor's questions as g++ does; fails every build
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in -shared|-c)\n'
+        '  echo "fatal error: Python.h: No such file or directory" >&2; exit 1;; esac; done\n'
+        'exec g++ "$@"\n'
+    )
+    compiler.chmod(0o755)
+    env = {**os.environ, "CXX": str(compiler), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", AUTO_WITH_A_BROKEN_COMPILER],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "eager"
+
+
 def random_feed(steps, seed, before=None):
     """A ``feed`` for :func:`twin_runs`: new random gradients at each step, ``before(step,
     optimizer, tensors)`` called first; the snapshot at the end."""

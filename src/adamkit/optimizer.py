@@ -45,7 +45,8 @@ class RuleOptimizer(torch.optim.Optimizer):
 
     ``backend`` (docs/performance.md): ``"auto"`` where not given, torch's fused kernel
     where torch has the update, the fused backend for a CPU group of 2**20 param elements
-    or more whose update torch has no kernel for (on Linux; compiled at its first step),
+    or more whose update torch has no kernel for (on Linux, where the C++ toolchain
+    builds; compiled at its first step),
     the eager backend elsewhere; ``"eager"`` where torch's flags ask for its unfused paths
     (``foreach`` given, ``fused=False`` or ``differentiable=True``), whose numbers the
     eager backend gives bit for bit.
