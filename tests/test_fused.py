@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -579,6 +580,7 @@ AUTO_WITH_A_BROKEN_COMPILER = textwrap.dedent(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="auto compiles on Linux only")
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the broken compiler wraps g++")
 def test_auto_steps_eager_where_the_compiler_cannot_build(tmp_path):
     """Where inductor finds a C++ compiler that cannot build what it compiles (a g++ without
     Python's headers, as on a machine without python3-dev), backend="auto" steps a large
