@@ -533,9 +533,9 @@ def probe_vector_isas() -> None:
 
 # the most arguments a C loop may take for the driver to call it (AMSGrad's: 15)
 DRIVEN = 32
-_DRIVER: list[Callable | None] = []
 
 
+@cache
 def driver() -> Callable | None:
     """A C function ``(table, rows, loop, grads, column, count)`` that calls the C loop at
     address ``loop``, which takes ``count`` arguments (at most :data:`DRIVEN`), once per row
@@ -548,57 +548,51 @@ def driver() -> Callable | None:
     :func:`stored_loop`); None where that fails, which tells ``"auto"`` that the toolchain
     cannot build what the fused backend compiles (a compiler without Python's headers or
     OpenMP)."""
-    if not _DRIVER:
-        name = f"driver-{environment()}"
-        stored = stored_loop(name)
-        if stored is not None:
-            _DRIVER.append(stored[0])
-            return _DRIVER[0]
-        from torch._inductor.codecache import CppPythonBindingsCodeCache
+    name = f"driver-{environment()}"
+    stored = stored_loop(name)
+    if stored is not None:
+        return stored[0]
+    from torch._inductor.codecache import CppPythonBindingsCodeCache
 
-        vector_isa_probes().join()
-        cases = "".join(
-            f"    case {count}: return drive(table, rows, loop, grad, column, "
-            f"std::make_index_sequence<{count}>());\n"
-            for count in range(1, DRIVEN + 1)
+    vector_isa_probes().join()
+    cases = "".join(
+        f"    case {count}: return drive(table, rows, loop, grad, column, "
+        f"std::make_index_sequence<{count}>());\n"
+        for count in range(1, DRIVEN + 1)
+    )
+    source = (
+        "#include <cstdint>\n"
+        "#include <utility>\n"
+        "template <std::size_t... I>\n"
+        "static void drive(const int64_t* table, int64_t rows, int64_t loop,\n"
+        "                  const int64_t* grad, int64_t column, std::index_sequence<I...>) {\n"
+        "  constexpr int64_t count = sizeof...(I);\n"
+        "  const auto call = reinterpret_cast<void (*)(decltype(I, int64_t())...)>(loop);\n"
+        "  #pragma omp parallel for schedule(dynamic, 8)\n"
+        "  for (int64_t r = 0; r < rows; ++r) {\n"
+        "    int64_t row[count];\n"
+        "    const int64_t* from = table + r * (count + 1);\n"
+        "    for (int64_t c = 0; c < count; ++c) row[c] = from[c];\n"
+        "    row[column] += grad[from[count]];\n"
+        "    call(row[I]...);\n"
+        "  }\n"
+        "}\n"
+        'extern "C" void kernel(const int64_t* table, int64_t rows, int64_t loop,\n'
+        "                       int64_t grads, int64_t column, int64_t count) {\n"
+        "  const auto grad = reinterpret_cast<const int64_t*>(grads);\n"
+        "  switch (count) {\n"
+        f"{cases}"
+        "  }\n"
+        "}\n"
+    )
+    try:
+        function = CppPythonBindingsCodeCache.load_pybinding(
+            ["const int64_t*", "int64_t", "int64_t", "int64_t", "int64_t", "int64_t"], source
         )
-        source = (
-            "#include <cstdint>\n"
-            "#include <utility>\n"
-            "template <std::size_t... I>\n"
-            "static void drive(const int64_t* table, int64_t rows, int64_t loop,\n"
-            "                  const int64_t* grad, int64_t column, std::index_sequence<I...>) {\n"
-            "  constexpr int64_t count = sizeof...(I);\n"
-            "  const auto call = reinterpret_cast<void (*)(decltype(I, int64_t())...)>(loop);\n"
-            "  #pragma omp parallel for schedule(dynamic, 8)\n"
-            "  for (int64_t r = 0; r < rows; ++r) {\n"
-            "    int64_t row[count];\n"
-            "    const int64_t* from = table + r * (count + 1);\n"
-            "    for (int64_t c = 0; c < count; ++c) row[c] = from[c];\n"
-            "    row[column] += grad[from[count]];\n"
-            "    call(row[I]...);\n"
-            "  }\n"
-            "}\n"
-            'extern "C" void kernel(const int64_t* table, int64_t rows, int64_t loop,\n'
-            "                       int64_t grads, int64_t column, int64_t count) {\n"
-            "  const auto grad = reinterpret_cast<const int64_t*>(grads);\n"
-            "  switch (count) {\n"
-            f"{cases}"
-            "  }\n"
-            "}\n"
-        )
-        try:
-            _DRIVER.append(
-                CppPythonBindingsCodeCache.load_pybinding(
-                    ["const int64_t*", "int64_t", "int64_t", "int64_t", "int64_t", "int64_t"],
-                    source,
-                )
-            )
-        except Exception:  # no C++ toolchain, or another torch's API: the copies then
-            _DRIVER.append(None)
-        else:
-            store_loop(name, _DRIVER[0], [0])
-    return _DRIVER[0]
+    except Exception:  # no C++ toolchain, or another torch's API: the copies then
+        return None
+    store_loop(name, function, [0])
+    return function
 
 
 def graph_module(compiled: Callable) -> dict[str, Any] | None:
@@ -1060,7 +1054,7 @@ class Rows:
         values[: len(names)] = array("d", map(scalars.__getitem__, names))
         loop = kernel.c_loop(first, inputs)
         run = loop and len(loop[1]) <= DRIVEN and driver()
-        if not loop or run is None or 1 not in loop[1]:
+        if not run or 1 not in loop[1]:
             return None
         address, order = loop
         element = first[0].element_size()
