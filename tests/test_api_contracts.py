@@ -105,6 +105,42 @@ def test_step_hooks_fire_in_order_and_are_removable(info):
     assert len(fired) == 4
 
 
+def test_step_wrapper_as_torch_wraps_it():
+    """A8: a pre-hook's returned ``(args, kwargs)`` is what the step gets (here a closure,
+    whose loss the step returns), a return of another form raises torch's RuntimeError, and
+    the profiler records the step in a range of torch's name; each as torch.optim.Adam's."""
+    from torch.profiler import profile
+
+    seen = {}
+    for cls in (torch.optim.Adam, by_name("Adam").cls):
+        params = leaves(torch.float32)
+        optimizer = cls(params)
+        for param in params:
+            param.grad = torch.ones_like(param)
+        handle = optimizer.register_step_pre_hook(
+            lambda o, args, kwargs: ((o, lambda: torch.tensor(7.0)), {})
+        )
+        loss = optimizer.step()
+        handle.remove()
+        handle = optimizer.register_step_pre_hook(lambda o, args, kwargs: "other")
+        with pytest.raises(RuntimeError) as refused:
+            optimizer.step()
+        handle.remove()
+        with profile() as profiled:
+            optimizer.step()
+        names = [event.name for event in profiled.events() if "Optimizer.step" in event.name]
+        message = str(refused.value).split(">", 1)[1]  # after the step function's repr
+        seen[cls] = (float(loss), message, names)
+    torch_seen, ours = seen.values()
+    assert torch_seen[0] == ours[0] == 7.0
+    assert (
+        torch_seen[1]
+        == ours[1]
+        == " must return None or a tuple of (new_args, new_kwargs), but got other."
+    )
+    assert torch_seen[2] == ours[2] == ["Optimizer.step#Adam.step"]
+
+
 @pytest.mark.parametrize("info", RECORDS)
 def test_state_dict_hooks_run(info):
     """A8: state_dict and load_state_dict pre and post hooks run, ``prepend=True`` first;

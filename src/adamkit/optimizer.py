@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -13,6 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch._C._profiler import _RecordFunctionFast
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from adamkit.backends import BACKENDS, Backend, check_backend
 from adamkit.backends.eager import DTYPE, GRAD, SHAPE, SPARSE, is_dtensor, local
@@ -346,6 +349,44 @@ class RuleOptimizer(torch.optim.Optimizer):
         if self._runner is not None:
             return isinstance(self._runner, FusedBackend)
         return self.backend == "fused"
+
+    @staticmethod
+    def profile_hook_step(func: Callable[..., Any]) -> Callable[..., Any]:
+        """``step`` as ``torch.optim.Optimizer`` wraps it (at the first construction): in the
+        profiler's range ``Optimizer.step#<class>.step``, after the global then the
+        optimizer's step pre-hooks (each may return new ``(args, kwargs)``, ``args`` starting
+        with the optimizer) and before its then the global post-hooks. The range is opened
+        by torch's C++ record function, not its Python ``record_function``: ≈ 6 µs against
+        70-100 µs on a step whose memory traffic has emptied the caches (about 1 % of a
+        20 M-element AMSGrad step here)."""
+
+        @functools.wraps(func)
+        def step(*args: Any, **kwargs: Any) -> Any:
+            self = args[0]
+            with _RecordFunctionFast(f"Optimizer.step#{type(self).__name__}.step"):
+                pre = chain(
+                    _global_optimizer_pre_hooks.values(), self._optimizer_step_pre_hooks.values()
+                )
+                for hook in pre:
+                    result = hook(self, args, kwargs)
+                    if result is None:
+                        continue
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError(
+                            f"{func} must return None or a tuple of (new_args, new_kwargs), "
+                            f"but got {result}."
+                        )
+                    args, kwargs = result
+                out = func(*args, **kwargs)
+                self._optimizer_step_code()
+                post = chain(
+                    self._optimizer_step_post_hooks.values(), _global_optimizer_post_hooks.values()
+                )
+                for hook in post:
+                    hook(self, args, kwargs)
+                return out
+
+        return step
 
     # a compiled training step runs the optimizer's step eagerly (a graph break): the step
     # reads its scalars on the host, and the fused backend runs kernels compiled on their own
