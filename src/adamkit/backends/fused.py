@@ -705,9 +705,11 @@ def installed(
 class Counts:
     """The 0-dim state (``step``, NAdam's ``mu_product``) of params whose values agree, in
     one buffer per name of the backend's own; the params' states hold 0-dim views of it.
-    A step then advances every step count in one op and computes the rule's numbers once
-    (the rule advances the first param's scalar state; one op copies it to the others),
-    where per param it would read, compare and advance each (≈ 4 µs a param).
+    A step then advances every step count at once and computes the rule's numbers once
+    (the rule advances the first param's scalar state; it is copied to the others),
+    where per param it would read, compare and advance each (≈ 4 µs a param). On the CPU
+    the buffers are compared and written as memoryviews (:func:`host_values`), each torch
+    op on them costing 20-60 µs where a step's memory traffic has emptied the caches.
 
     It serves a step while :meth:`holds`: the same states, each entry still the view it
     made over its memory, and the values still equal (an in-place reset of one step count
@@ -722,8 +724,12 @@ class Counts:
                 self.buffers[name] = torch.stack([state[name] for state in states])
                 self.views[name] = list(self.buffers[name].unbind())
         self.pointers = install(states, self.views)
+        self.values = {name: host_values(buffer) for name, buffer in self.buffers.items()}
         # each buffer but its first value and but its last: equal where every value is
-        self.shifted = [(values[1:], values[:-1]) for values in self.buffers.values()]
+        self.shifted = [
+            (values[1:], values[:-1]) if values is not None else (buffer[1:], buffer[:-1])
+            for buffer, values in zip(self.buffers.values(), self.values.values(), strict=True)
+        ]
 
     @staticmethod
     def agreeing(states: Sequence[State], numbers: Sequence[str]) -> list[int]:
@@ -753,19 +759,47 @@ class Counts:
             return False
         if not installed(states, self.views, self.pointers):
             return False
-        return all(torch.equal(*pair) for pair in self.shifted)  # one op each
+        return all(
+            first == last if isinstance(first, memoryview) else torch.equal(first, last)
+            for first, last in self.shifted
+        )
 
     def advance(self) -> None:
         """Add 1 to every step count."""
         if "step" in self.buffers:
-            self.buffers["step"].add_(1)
+            self.spread("step", 1)
 
     def scalars(self, rule: Rule, group: Group, options: Any) -> Scalars:
         """The rule's numbers for every param (after :meth:`advance`)."""
         scalars = rule.scalars(group, self.states[0], options)  # advances its scalar state
         for name in rule.scalar_state_names:  # and the others' with it
-            self.buffers[name][1:].copy_(self.buffers[name][0])
+            self.spread(name, 0)
         return scalars
+
+    def spread(self, name: str, offset: int) -> None:
+        """Make every value of buffer ``name`` its first plus ``offset`` (the values agree,
+        :meth:`holds`, but where the rule has just changed the first)."""
+        buffer, values = self.buffers[name], self.values[name]
+        if values is None:
+            if offset:
+                buffer.add_(offset)
+            else:
+                buffer[1:].copy_(buffer[0])
+            return
+        # summed in a double, rounded to the buffer's dtype once as stored: as add_ rounds
+        values[:] = array(values.format, [values[0] + offset]) * len(values)
+        torch.autograd.graph.increment_version(buffer)  # as an op in place moves it
+
+
+def host_values(buffer: Tensor) -> memoryview | None:
+    """The values of ``buffer`` (contiguous, float32 or float64, on the CPU) as a memoryview
+    of its memory, which Python reads, compares and writes without a torch op; None for
+    another dtype or device."""
+    code = {torch.float32: "f", torch.float64: "d"}.get(buffer.dtype)
+    if code is None or not buffer.is_cpu:
+        return None
+    memory = (ctypes.c_ubyte * buffer.nbytes).from_address(buffer.data_ptr())
+    return memoryview(memory).cast("B").cast(code)
 
 
 def overlapping(params: Sequence[Tensor]) -> set[int]:
