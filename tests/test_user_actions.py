@@ -372,7 +372,31 @@ class UserStory(RuleBasedStateMachine):
     @precondition(lambda self: self.failed is None)
     @rule()
     def share_memory(self):
+        """``model.share_memory()`` and a step, as a Hogwild worker's: every param still lies
+        in the shared memory (a step that moved it would update a private copy)."""
         self.apply(lambda model, _: model.share_memory())
+        if self.failed is None:
+            self.step(accumulate=False, subset=0)
+        if self.failed is None:
+            for name, model, _ in self.each():
+                assert all(param.is_shared() for param in model.parameters()), name
+
+    @precondition(lambda self: self.failed is None)
+    @rule()
+    def invalid_edit(self):
+        """A value out of range edited into every group (β2 > 1; a negative lr where there
+        are no betas): every adamkit backend raises at the next step (torch steps on)."""
+
+        def action(model, optimizer):
+            for group in optimizer.param_groups:
+                if "betas" in group:
+                    group["betas"] = (group["betas"][0], 1.5)
+                else:
+                    group["lr"] = -1.0
+
+        self.apply(action)
+        if self.failed is None:
+            self.step(accumulate=False, subset=0)
 
     @rule()
     def look(self):
