@@ -357,7 +357,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         optimizer's step pre-hooks (each may return new ``(args, kwargs)``, ``args`` starting
         with the optimizer) and before its then the global post-hooks. The range is opened
         by torch's C++ record function, not its Python ``record_function``: ≈ 6 µs against
-        70-100 µs on a step whose memory traffic has emptied the caches (about 1 % of a
+        70-140 µs on a step whose memory traffic has emptied the caches (about 1 % of a
         20 M-element AMSGrad step here)."""
 
         @functools.wraps(func)
